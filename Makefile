@@ -1,0 +1,36 @@
+# lit_regression: `make run` trains the default config, `make test` runs the tests; both set up .venv first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/line_linear.yaml
+RUNS ?= runs
+
+.PHONY: setup run test test-fast bench tensorboard clean
+
+setup: $(STAMP)
+
+# Re-installs when the venv is missing or the package's requirements or pins changed.
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/lit-regression fit --config $(CONFIG) --trainer.default_root_dir $(RUNS)
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/run.py
+
+tensorboard: setup
+	$(BIN)/tensorboard --logdir $(RUNS) --host 127.0.0.1 --port 6006
+
+clean:
+	rm -rf $(VENV) $(RUNS) .pytest_cache

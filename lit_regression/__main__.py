@@ -1,0 +1,3 @@
+from lit_regression.cli import main
+
+main()

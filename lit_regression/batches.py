@@ -1,0 +1,104 @@
+"""Batches cut from tensors held in memory.
+
+A ``DataLoader`` over a ``TensorDataset`` indexes and collates one sample at a time, which costs more than the
+model itself for small regressions. ``TensorBatches`` slices whole batches out of the tensors instead (after one
+permutation per epoch when shuffling) and shards the rows across processes the way ``DistributedSampler`` does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+
+
+class TensorBatches:
+    """An iterable of batches ``tuple(t[i:j] for t in tensors)`` over tensors that share their first dimension.
+
+    Args:
+        tensors: the tensors to batch; all have the same number of rows.
+        batch_size: rows per batch; ``None`` serves all rows of this process as one batch.
+        shuffle: draw a new row order every epoch from ``seed + epoch`` (the same on every process, and the same
+            again after a resume, because Lightning calls ``set_epoch`` with the trainer's epoch).
+        seed: seed of the shuffling generator; torch's global random state is never touched.
+        rank: this process's index among ``world_size`` processes.
+        world_size: number of processes that share the rows.
+        pad: repeat rows so that every process gets the same number (what ``DistributedSampler`` does, and what
+            training needs so that no process waits for another); leave off for evaluation and prediction, where
+            every row must count exactly once.
+    """
+
+    def __init__(
+        self,
+        *tensors: torch.Tensor,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        pad: bool = False,
+    ) -> None:
+        if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError("TensorBatches needs tensors with the same number of rows")
+        self.tensors = tensors
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.pad = pad
+        self.epoch = 0
+
+    batch_sampler = None  # read by Lightning's dataloader checks
+
+    @property
+    def sampler(self) -> TensorBatches:
+        """Lightning calls ``set_epoch`` on a loader's ``sampler``; this loader is its own sampler."""
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def num_rows(self) -> int:
+        """Rows this process serves in one epoch."""
+        n = len(self.tensors[0])
+        if self.world_size == 1:
+            return n
+        if self.pad:
+            return math.ceil(n / self.world_size)
+        return len(range(self.rank, n, self.world_size))
+
+    def __len__(self) -> int:
+        rows = self.num_rows
+        if rows == 0:
+            return 0
+        return 1 if self.batch_size is None else math.ceil(rows / self.batch_size)
+
+    def _rows(self) -> torch.Tensor | None:
+        """Row indices for this process and epoch, or ``None`` for "all rows in order"."""
+        n = len(self.tensors[0])
+        order = None
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=generator)
+        if self.world_size == 1:
+            return order
+        if order is None:
+            order = torch.arange(n)
+        if self.pad:
+            total = math.ceil(n / self.world_size) * self.world_size
+            order = torch.cat([order, order[: total - n]]) if total > n else order
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        rows = self._rows()
+        tensors = self.tensors
+        if rows is not None:
+            rows = rows.to(tensors[0].device)
+            tensors = tuple(t.index_select(0, rows) for t in tensors)
+        n = len(tensors[0])
+        size = n if self.batch_size is None else self.batch_size
+        for start in range(0, n, max(size, 1)):
+            yield tuple(t[start : start + size] for t in tensors)

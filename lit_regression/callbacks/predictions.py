@@ -1,0 +1,76 @@
+"""``predictions.csv``: every predicted row once, in input order, in the run's log folder."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+
+def gather(tensor: torch.Tensor, trainer: L.Trainer) -> torch.Tensor:
+    """Concatenate a tensor of uneven length from every process (on CPU), in rank order."""
+    tensor = tensor.cpu()
+    if trainer.world_size == 1:
+        return tensor
+    parts: list[Any] = [None] * trainer.world_size
+    torch.distributed.all_gather_object(parts, tensor)
+    return torch.cat(parts)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes the predictions of ``predict`` (and of the prediction pass at the end of ``fit``) as a CSV.
+
+    Columns: ``row`` (position in the input), the input features as given (or only an id column, where the
+    datamodule names one), then one column per target holding the prediction in the target's units; for
+    classification, the predicted label in the target's column and ``prob_<label>`` for each class.
+
+    Args:
+        filename: name of the file in the run's log folder.
+    """
+
+    def __init__(self, filename: str = "predictions.csv") -> None:
+        super().__init__(write_interval="epoch")
+        self.filename = filename
+        self.path: str | None = None
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        if predictions and isinstance(predictions[0], list):  # several dataloaders: only the first is ours
+            predictions = predictions[0]
+        if not predictions:
+            return
+        rows = gather(torch.cat([p["row"] for p in predictions]), trainer)
+        outputs = gather(torch.cat([p["output"].float() for p in predictions]), trainer)
+        if not trainer.is_global_zero:
+            return
+        order = torch.argsort(rows)
+        rows, outputs = rows[order], outputs[order]
+        keep = torch.ones(len(rows), dtype=torch.bool)
+        keep[1:] = rows[1:] != rows[:-1]  # a row served twice (padding) is written once
+        rows, outputs = rows[keep], outputs[keep]
+        self.path = os.path.join(trainer.log_dir or trainer.default_root_dir, self.filename)
+        table(trainer.datamodule, rows, outputs).to_csv(self.path, index=False, float_format="%.8g")
+
+
+def table(datamodule, rows: torch.Tensor, outputs: torch.Tensor):
+    """The predictions as a pandas DataFrame, named after the datamodule's columns where it has them."""
+    import pandas as pd
+
+    columns: dict[str, Any] = {"row": rows.numpy()}
+    id_columns = getattr(datamodule, "feature_columns", lambda: None)()
+    for name, values in (id_columns or {}).items():
+        columns[name] = values.cpu()[rows].numpy() if torch.is_tensor(values) else pd.Series(values).iloc[rows.numpy()].to_numpy()
+    classes = getattr(datamodule, "classes", None)
+    targets = list(getattr(datamodule, "target_names", [])) or [f"output_{i}" for i in range(outputs.shape[1])]
+    if classes is not None:
+        labels = [classes[i] for i in outputs.argmax(dim=1).tolist()]
+        columns[targets[0]] = labels
+        for i, label in enumerate(classes):
+            columns[f"prob_{label}"] = outputs[:, i].numpy()
+    else:
+        decoded = datamodule.decode(outputs) if hasattr(datamodule, "decode") else outputs
+        for i, name in enumerate(targets):
+            columns[name] = decoded[:, i].numpy()
+    return pd.DataFrame(columns)

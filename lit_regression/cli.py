@@ -1,0 +1,170 @@
+"""The ``lit-regression`` command: LightningCLI with our defaults (``fit``, ``validate``, ``test``, ``predict``)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import pickle
+import sys
+import warnings
+import zipfile
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lit_regression.callbacks import ParameterReport, PredictionWriter
+from lit_regression.datamodules import TensorDataModule
+from lit_regression.errors import InputError
+from lit_regression.logger import RunLogger
+from lit_regression.models import LitModel
+
+# ckpt_path values that Lightning resolves itself instead of reading a file
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+
+
+def read_checkpoint(path: str) -> dict:
+    """Load a checkpoint with ``weights_only=True``: tensors and plain values only; nothing in it runs."""
+    if not os.path.isfile(path):
+        raise InputError(f"ckpt_path={path!r}: no such file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" in str(err):
+            raise InputError(
+                f"ckpt_path={path!r} is refused: it holds pickled objects other than tensors and plain values, and "
+                "loading it could run code (nothing in it was run). Only load checkpoints you trust, with "
+                "--weights_only false."
+            ) from None
+        raise InputError(f"ckpt_path={path!r} is not a PyTorch checkpoint ({err})") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        raise InputError(f"ckpt_path={path!r} is not a PyTorch checkpoint (torch.load: {err})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise InputError(f"ckpt_path={path!r} is not a Lightning checkpoint: it has no 'state_dict'")
+    return checkpoint
+
+
+def _as_subclass_config(hparams: dict) -> dict | None:
+    """Saved hyperparameters (``_class_path`` plus arguments) as a ``class_path``/``init_args`` config."""
+    hparams = {k: v for k, v in hparams.items() if k != "_instantiator"}
+    if "_class_path" not in hparams:
+        return None
+    return {"class_path": hparams.pop("_class_path"), "init_args": hparams}
+
+
+def _class_of(config) -> type | None:
+    class_path = getattr(config, "class_path", None) if config is not None else None
+    if not class_path:
+        return None
+    module, name = class_path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name, None)
+
+
+def _scan_ckpt_path(args) -> tuple[str | None, str | None]:
+    """The subcommand and the ``--ckpt_path`` value of a command line, before it is parsed."""
+    if not isinstance(args, (list, tuple)):
+        return None, None
+    args = [str(a) for a in args]
+    subcommand = next((a for a in args if a in ("fit", "validate", "test", "predict")), None)
+    for i, arg in enumerate(args):
+        if arg == "--ckpt_path" and i + 1 < len(args):
+            return subcommand, args[i + 1]
+        if arg.startswith("--ckpt_path="):
+            return subcommand, arg.split("=", 1)[1]
+    return subcommand, None
+
+
+class LitRegressionCLI(LightningCLI):
+    """LightningCLI with lit_regression's defaults: seed 42, runs under ``runs/``, TensorBoard logging into a
+    fresh version folder, checkpoints on ``val_loss`` plus ``last.ckpt``, the data's shape linked into the
+    model, predictions and a parameter report written into the run folder, and checkpoints read as weights only.
+    A checkpoint passed as ``--ckpt_path FILE`` supplies the model and data arguments it was trained with, as
+    defaults that the command line and config files override."""
+
+    def __init__(self, args=None, run: bool = True, **kwargs) -> None:
+        super().__init__(
+            model_class=LitModel,
+            datamodule_class=TensorDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=42,
+            save_config_kwargs={"overwrite": False},
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(ParameterReport, "report")
+        parser.set_defaults(
+            {
+                "trainer.default_root_dir": "runs",
+                "checkpoint.monitor": "val_loss",
+                "checkpoint.save_last": True,
+            }
+        )
+        parser.link_arguments("data.n_features", "model.init_args.n_features", apply_on="instantiate")
+        parser.link_arguments("data.n_outputs", "model.init_args.n_outputs", apply_on="instantiate")
+
+    # --- checkpoints as the source of model and data arguments ------------------------------------------------
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        subcommand, ckpt_path = _scan_ckpt_path(sys.argv[1:] if args is None else args)
+        if subcommand in self._subcommand_parsers and ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS:
+            checkpoint = read_checkpoint(ckpt_path)
+            defaults = {}
+            for key, saved in (("model", "hyper_parameters"), ("data", "datamodule_hyper_parameters")):
+                config = _as_subclass_config(checkpoint.get(saved) or {})
+                if config is not None:
+                    defaults[key] = config
+            self._parser(subcommand).set_defaults(defaults)
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """Done in :meth:`parse_arguments`, as defaults rather than overrides."""
+
+    # --- checks and defaults that need the parsed config ------------------------------------------------------
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand and config.get("weights_only") is None:
+            config["weights_only"] = True
+        model_class, data_class = _class_of(config.get("model")), _class_of(config.get("data"))
+        model_task, data_task = getattr(model_class, "task", None), getattr(data_class, "task", None)
+        if model_task and data_task and model_task != data_task:
+            raise InputError(
+                f"model {model_class.__name__} does {model_task} but data {data_class.__name__} is for {data_task}: "
+                "choose a matching pair (LogisticRegression for classification data)"
+            )
+        trainer = config.get("trainer")
+        if trainer is not None and trainer.get("max_epochs") is not None and trainer.max_epochs < 1 and trainer.max_epochs != -1:
+            raise InputError(f"trainer.max_epochs={trainer.max_epochs!r} is invalid: expected at least 1 (or -1)")
+
+    def instantiate_trainer(self, **kwargs):
+        config = self._get(self.config_init, "trainer", default={})
+        if config.get("logger") in (None, True):
+            kwargs["logger"] = RunLogger(save_dir=config.get("default_root_dir") or "runs")
+        return super().instantiate_trainer(**kwargs)
+
+    def after_fit(self) -> None:
+        """Predict with the final weights, so the fit's folder holds its predictions too."""
+        if self.datamodule is not None:
+            self.trainer.predict(self.model, datamodule=self.datamodule, return_predictions=False)
+
+
+def _quiet() -> None:
+    """Silence advertising and deprecation chatter of the libraries, which says nothing about the user's run."""
+    logging.getLogger("lightning.pytorch.trainer.connectors.logger_connector.logger_connector").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
+    warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+
+
+def main(args=None) -> None:
+    """Entry point of ``lit-regression`` and ``python -m lit_regression``."""
+    _quiet()
+    try:
+        LitRegressionCLI(args=args)
+    except InputError as err:
+        print(f"lit-regression: error: {err}", file=sys.stderr)
+        sys.exit(2)

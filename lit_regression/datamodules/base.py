@@ -1,0 +1,138 @@
+"""Shared machinery of the in-memory datamodules: float32 splits served as sliced batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+
+from lit_regression.batches import TensorBatches
+from lit_regression.errors import InputError
+
+SPLITS = ("train", "val", "test", "predict")
+
+
+def check_positive(name: str, value: float | None, allow_none: bool = False) -> None:
+    """Raise :class:`InputError` naming ``name`` unless ``value`` is positive (or None where allowed)."""
+    if value is None and allow_none:
+        return
+    if value is None or value <= 0:
+        raise InputError(f"{name}={value!r} is invalid: expected a number greater than 0")
+
+
+def split_counts(n_rows: int, size: float | int, name: str) -> int:
+    """Number of rows that a held-out ``size`` takes out of ``n_rows``: a fraction in [0, 1) or a count (as
+    scikit-learn's ``test_size``, rounded up)."""
+    if isinstance(size, bool) or size < 0:
+        raise InputError(f"{name}={size!r} is invalid: expected a fraction in [0, 1) or a whole number of rows")
+    if isinstance(size, float):
+        if size >= 1:
+            raise InputError(f"{name}={size!r} is invalid: a fraction must be below 1")
+        count = int(-(-size * n_rows // 1))  # ceil, as scikit-learn does for test_size
+    else:
+        count = int(size)
+    if count >= n_rows:
+        raise InputError(f"{name}={size!r} leaves no training rows out of {n_rows}")
+    return count
+
+
+class TensorDataModule(L.LightningDataModule):
+    """Base for datamodules whose data fits in memory.
+
+    Subclasses describe their columns (``feature_names``, ``target_names``, ``classes``) and build float32
+    tensors in :meth:`make_splits`; this class serves them to every stage as :class:`TensorBatches`.
+
+    Args:
+        batch_size: rows per training step; ``None`` (the default) trains on the full batch, as the seeds do.
+        shuffle: reshuffle the training rows every epoch (from ``seed``, never torch's global random state).
+        seed: seed for everything random in the data: sampling, noise, splits, shuffling.
+        on_device: keep all split tensors on the accelerator once, so that no batch is copied from the CPU
+            during training. Use it when the data fits in device memory.
+    """
+
+    task = "regression"
+
+    def __init__(
+        self,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        seed: int = 42,
+        on_device: bool = False,
+    ) -> None:
+        super().__init__()
+        check_positive("batch_size", batch_size, allow_none=True)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.on_device = on_device
+        self.splits: dict[str, tuple[torch.Tensor, ...]] = {}
+
+    # --- what the data looks like: known before setup(), so the CLI can link it into the model ---------------
+    feature_names: Sequence[str] = ("x",)
+    target_names: Sequence[str] = ("y",)
+
+    @property
+    def classes(self) -> list | None:
+        """Class labels in the order of the model's outputs, or ``None`` for regression."""
+        return None
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def n_outputs(self) -> int:
+        """Regression targets, or the number of classes for classification."""
+        return len(self.classes) if self.classes is not None else len(self.target_names)
+
+    # --- subclasses -------------------------------------------------------------------------------------------
+    def make_splits(self) -> dict[str, tuple[torch.Tensor, ...]]:
+        """Return ``{"train": (x, y), "val": (x, y), "test": (x, y), "predict": (x, row)}``; leave out a split
+        that does not exist. ``row`` is the position of each predict row in its input, as int64."""
+        raise NotImplementedError
+
+    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Map model outputs back to the targets' own units (undo target scaling); identity by default."""
+        return outputs
+
+    def feature_columns(self) -> dict[str, torch.Tensor] | None:
+        """The predict rows' features as the user gave them (unscaled), to stand beside the predictions."""
+        x = self.splits["predict"][0]
+        return {name: x[:, i] for i, name in enumerate(self.feature_names)}
+
+    # --- Lightning hooks --------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if not self.splits:
+            self.splits = self.make_splits()
+
+    def _batches(self, split: str, train: bool = False) -> TensorBatches | list:
+        tensors = self.splits.get(split)
+        if tensors is None or len(tensors[0]) == 0:
+            return []
+        trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if self.on_device and trainer is not None:
+            tensors = tuple(t.to(trainer.strategy.root_device) for t in tensors)
+            self.splits[split] = tensors
+        return TensorBatches(
+            *tensors,
+            batch_size=self.batch_size,
+            shuffle=train and self.shuffle,
+            seed=self.seed,
+            rank=rank,
+            world_size=world_size,
+            pad=train,
+        )
+
+    def train_dataloader(self) -> TensorBatches | list:
+        return self._batches("train", train=True)
+
+    def val_dataloader(self) -> TensorBatches | list:
+        return self._batches("val")
+
+    def test_dataloader(self) -> TensorBatches | list:
+        return self._batches("test")
+
+    def predict_dataloader(self) -> TensorBatches | list:
+        return self._batches("predict")

@@ -1,0 +1,95 @@
+"""What every model shares: one step for train/val/test, epoch metrics, the default optimizer, predict."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+
+from lit_regression.errors import InputError
+
+STAGES = ("train", "val", "test")
+
+
+class LitModel(L.LightningModule):
+    """Base of the lit_regression models. Subclasses build layers, then define ``forward``, ``compute_loss``,
+    ``make_metrics`` and ``predict_outputs``.
+
+    Args:
+        n_features: number of input columns (linked from the datamodule by the CLI).
+        n_outputs: number of regression targets, or of classes (linked from the datamodule by the CLI).
+        lr: learning rate of the default optimizer, SGD. ``--optimizer`` on the command line replaces it.
+        weight_decay: L2 penalty of the default optimizer.
+        l1: strength of an L1 penalty on the weights (not the biases), added to the training loss.
+    """
+
+    task = "regression"
+
+    def __init__(
+        self,
+        n_features: int = 1,
+        n_outputs: int = 1,
+        lr: float = 0.01,
+        weight_decay: float = 0.0,
+        l1: float = 0.0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("n_features", n_features), ("n_outputs", n_outputs), ("lr", lr)):
+            if value is None or value <= 0:
+                raise InputError(f"model {name}={value!r} is invalid: expected a number greater than 0")
+        for name, value in (("weight_decay", weight_decay), ("l1", l1)):
+            if value < 0:
+                raise InputError(f"model {name}={value!r} is invalid: expected a number >= 0")
+        self.save_hyperparameters()
+        metrics = self.make_metrics()
+        self.stage_metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}_") for s in STAGES})
+        self.stage_losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})
+
+    # --- for subclasses ---------------------------------------------------------------------------------------
+    def make_metrics(self) -> MetricCollection:
+        raise NotImplementedError
+
+    def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metric_inputs(self, outputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return outputs, target
+
+    def predict_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
+        """What ``predict`` returns for a batch of raw outputs."""
+        return outputs
+
+    # --- the shared step --------------------------------------------------------------------------------------
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        outputs = self(x)
+        loss = self.compute_loss(outputs, y)
+        self.stage_losses[f"{stage}_loss"].update(loss.detach(), len(x))
+        self.stage_metrics[f"{stage}_metrics"].update(*self.metric_inputs(outputs.detach(), y))
+        self.log(f"{stage}_loss", self.stage_losses[f"{stage}_loss"], on_step=False, on_epoch=True, batch_size=len(x))
+        self.log_dict(self.stage_metrics[f"{stage}_metrics"], on_step=False, on_epoch=True, batch_size=len(x))
+        if stage == "train" and self.hparams.l1 > 0:
+            loss = loss + self.hparams.l1 * sum(p.abs().sum() for n, p in self.named_parameters() if "bias" not in n)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        x, rows = batch
+        return {"row": rows, "output": self.predict_outputs(self(x))}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def linear_parameters(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(weight, bias)`` of shape ``(n_outputs, n_features)`` and ``(n_outputs,)`` for models that are one
+        affine map, else ``None``."""
+        return None

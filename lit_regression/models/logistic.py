@@ -1,0 +1,70 @@
+"""Logistic regression on logits: binary (``BCEWithLogitsLoss``) or multi-class (softmax, cross-entropy)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics import AUROC, F1Score, MetricCollection, Precision, Recall
+from torchmetrics import Accuracy
+
+from lit_regression.errors import InputError
+from lit_regression.models.base import LitModel
+
+
+class LogisticRegression(LitModel):
+    """One linear layer on logits. Two classes use a single logit and ``BCEWithLogitsLoss``; more classes use
+    one logit each and cross-entropy. Targets are class indices; ``predict`` returns one probability per class.
+    Logs ``*_loss``, ``*_acc``, ``*_precision``, ``*_recall``, ``*_f1``, ``*_auroc`` (macro averages).
+
+    Args:
+        **kwargs: the arguments of :class:`LitModel`; ``n_outputs`` is the number of classes (at least 2).
+    """
+
+    task = "classification"
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("n_outputs", 2)
+        if kwargs["n_outputs"] < 2:
+            raise InputError(f"model n_outputs={kwargs['n_outputs']!r} is invalid: classification needs >= 2 classes")
+        super().__init__(**kwargs)
+        n_classes = self.hparams.n_outputs
+        self.linear = nn.Linear(self.hparams.n_features, 1 if n_classes == 2 else n_classes)
+        self.loss_fn = nn.BCEWithLogitsLoss() if n_classes == 2 else nn.CrossEntropyLoss()
+
+    def make_metrics(self) -> MetricCollection:
+        n_classes = self.hparams.n_outputs
+        task = "binary" if n_classes == 2 else "multiclass"
+        options = {"task": task} if task == "binary" else {"task": task, "num_classes": n_classes, "average": "macro"}
+        return MetricCollection(
+            {
+                "acc": Accuracy(**options),
+                "precision": Precision(**options),
+                "recall": Recall(**options),
+                "f1": F1Score(**options),
+                "auroc": AUROC(**{k: v for k, v in options.items() if k != "average"}),
+            },
+            compute_groups=False,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+    def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if outputs.shape[-1] == 1:
+            return self.loss_fn(outputs, target)
+        return self.loss_fn(outputs, target.reshape(-1).long())
+
+    def predict_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
+        if outputs.shape[-1] == 1:
+            p = torch.sigmoid(outputs)
+            return torch.cat([1 - p, p], dim=1)
+        return torch.softmax(outputs, dim=1)
+
+    def metric_inputs(self, outputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs = self.predict_outputs(outputs)
+        if outputs.shape[-1] == 1:
+            return probs[:, 1], target.reshape(-1).long()
+        return probs, target.reshape(-1).long()
+
+    def linear_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.linear.weight, self.linear.bias

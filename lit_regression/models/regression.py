@@ -1,0 +1,49 @@
+"""Base of the regression models: loss chosen by name, regression metrics."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+
+from lit_regression.errors import InputError
+from lit_regression.models.base import LitModel
+
+LOSSES = {"mse": nn.MSELoss, "l1": nn.L1Loss, "huber": nn.HuberLoss}
+
+
+class RegressionModel(LitModel):
+    """A :class:`LitModel` for real-valued targets; logs ``*_loss``, ``*_mae``, ``*_mse``, ``*_rmse``, ``*_r2``.
+
+    Args:
+        loss: ``mse``, ``l1`` (mean absolute error) or ``huber``.
+        **kwargs: the shared arguments of :class:`LitModel` (``n_features``, ``n_outputs``, ``lr``,
+            ``weight_decay``, ``l1``).
+    """
+
+    def __init__(self, loss: Literal["mse", "l1", "huber"] = "mse", **kwargs) -> None:
+        if loss not in LOSSES:
+            raise InputError(f"model loss={loss!r} is invalid: expected one of {sorted(LOSSES)}")
+        super().__init__(**kwargs)
+        self.loss_fn = LOSSES[loss]()
+
+    def make_metrics(self) -> MetricCollection:
+        return MetricCollection(
+            {
+                "mae": MeanAbsoluteError(),
+                "mse": MeanSquaredError(),
+                "rmse": MeanSquaredError(squared=False),
+                "r2": R2Score(),
+            },
+            compute_groups=False,
+        )
+
+    def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(outputs, target)
+
+    def metric_inputs(self, outputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if outputs.shape[-1] == 1:  # R2Score wants 1-d input for a single output
+            return outputs.reshape(-1), target.reshape(-1)
+        return outputs, target
