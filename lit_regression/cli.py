@@ -8,13 +8,13 @@ import os
 import pickle
 import sys
 import warnings
-import zipfile
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from lit_regression.callbacks import ParameterReport, PredictionWriter
+from lit_regression.callbacks import ParameterReport, Plots, PredictionWriter
+from lit_regression.callbacks.finite import FiniteCheck
+from lit_regression.checkpointing import AtomicModelCheckpoint, RandomState, resolve_resume, resume_config_name, with_atomic_io
 from lit_regression.datamodules import TensorDataModule
 from lit_regression.errors import InputError
 from lit_regression.logger import RunLogger
@@ -38,8 +38,8 @@ def read_checkpoint(path: str) -> dict:
                 "--weights_only false."
             ) from None
         raise InputError(f"ckpt_path={path!r} is not a PyTorch checkpoint ({err})") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
-        raise InputError(f"ckpt_path={path!r} is not a PyTorch checkpoint (torch.load: {err})") from None
+    except Exception as err:  # noqa: BLE001 - garbage fails in many ways (RuntimeError, EOFError, KeyError, ...)
+        raise InputError(f"ckpt_path={path!r} is not a PyTorch checkpoint (torch.load: {type(err).__name__}: {err})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise InputError(f"ckpt_path={path!r} is not a Lightning checkpoint: it has no 'state_dict'")
     return checkpoint
@@ -83,6 +83,10 @@ class LitRegressionCLI(LightningCLI):
     defaults that the command line and config files override."""
 
     def __init__(self, args=None, run: bool = True, **kwargs) -> None:
+        # always on: stop at a non-finite loss; keep the global random state in checkpoints (exact resume)
+        trainer_defaults = dict(kwargs.pop("trainer_defaults", None) or {})
+        extra = trainer_defaults.get("callbacks") or []
+        trainer_defaults["callbacks"] = [FiniteCheck(), RandomState(), *(extra if isinstance(extra, list) else [extra])]
         super().__init__(
             model_class=LitModel,
             datamodule_class=TensorDataModule,
@@ -90,15 +94,17 @@ class LitRegressionCLI(LightningCLI):
             subclass_mode_data=True,
             seed_everything_default=42,
             save_config_kwargs={"overwrite": False},
+            trainer_defaults=trainer_defaults,
             args=args,
             run=run,
             **kwargs,
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(AtomicModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(ParameterReport, "report")
+        parser.add_lightning_class_args(Plots, "plots")
         parser.set_defaults(
             {
                 "trainer.default_root_dir": "runs",
@@ -112,7 +118,7 @@ class LitRegressionCLI(LightningCLI):
     # --- checkpoints as the source of model and data arguments ------------------------------------------------
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         subcommand, ckpt_path = _scan_ckpt_path(sys.argv[1:] if args is None else args)
-        if subcommand in self._subcommand_parsers and ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS:
+        if subcommand in getattr(self, "_subcommand_parsers", {}) and ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS:
             checkpoint = read_checkpoint(ckpt_path)
             defaults = {}
             for key, saved in (("model", "hyper_parameters"), ("data", "datamodule_hyper_parameters")):
@@ -140,11 +146,30 @@ class LitRegressionCLI(LightningCLI):
         trainer = config.get("trainer")
         if trainer is not None and trainer.get("max_epochs") is not None and trainer.max_epochs < 1 and trainer.max_epochs != -1:
             raise InputError(f"trainer.max_epochs={trainer.max_epochs!r} is invalid: expected at least 1 (or -1)")
+        optimizer_args = (config.get("optimizer") or {}).get("init_args") or {}
+        if isinstance(optimizer_args.get("lr"), (int, float)) and optimizer_args.get("lr") <= 0:
+            raise InputError(f"optimizer.lr={optimizer_args.get('lr')!r} is invalid: expected a number greater than 0")
+        # --ckpt_path last: the newest last.ckpt of an earlier run; a resumed fit logs on in that run's version folder
+        self.resume_version = None
+        if self.subcommand and config.get("ckpt_path"):
+            trainer = trainer or {}
+            ckpt_path, self.resume_version = resolve_resume(
+                self.subcommand, config.ckpt_path, trainer.get("default_root_dir") or "runs",
+                own_logger=trainer.get("logger") in (None, True), dirpath=(config.get("checkpoint") or {}).get("dirpath"),
+            )
+            if ckpt_path != config.ckpt_path:
+                read_checkpoint(ckpt_path)  # refuses, with a message, what is unsafe or no checkpoint
+                config["ckpt_path"] = ckpt_path
 
     def instantiate_trainer(self, **kwargs):
         config = self._get(self.config_init, "trainer", default={})
         if config.get("logger") in (None, True):
-            kwargs["logger"] = RunLogger(save_dir=config.get("default_root_dir") or "runs")
+            version = getattr(self, "resume_version", None)
+            kwargs["logger"] = RunLogger(save_dir=config.get("default_root_dir") or "runs", version=version)
+            if version is not None:  # resuming into the killed run's folder: keep its config.yaml
+                self.save_config_kwargs = {**self.save_config_kwargs,
+                                           "config_filename": resume_config_name(kwargs["logger"].log_dir)}
+        kwargs["plugins"] = with_atomic_io(config.get("plugins"))  # checkpoints written atomically
         return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
@@ -165,6 +190,21 @@ def main(args=None) -> None:
     _quiet()
     try:
         LitRegressionCLI(args=args)
-    except InputError as err:
-        print(f"lit-regression: error: {err}", file=sys.stderr)
+    except Exception as err:  # our InputError, also where jsonargparse wrapped it into its own ValueError
+        cause = _input_error(err)
+        if cause is None:
+            raise
+        print(f"lit-regression: error: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def _input_error(err: BaseException | None) -> InputError | None:
+    """``err`` if it is an :class:`InputError`, else one in its chain of causes that ``err`` quotes (jsonargparse
+    raises "Does not validate against any of the Union subtypes ... - <message>" from an error in ``__init__``)."""
+    outer, seen = err, set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, InputError) and (err is outer or str(err).splitlines()[0] in str(outer)):
+            return err
+        err = err.__cause__ or err.__context__
+    return None

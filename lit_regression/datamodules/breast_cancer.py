@@ -25,7 +25,7 @@ class BreastCancerDataModule(TensorDataModule):
     task = "classification"
     target_names = ("target",)
 
-    def __init__(self, val_size: float | int = 0.2, **kwargs) -> None:
+    def __init__(self, val_size: int | float = 0.2, **kwargs) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.n_val = split_counts(N_ROWS, val_size, "val_size")

@@ -43,7 +43,7 @@ class LineDataModule(TensorDataModule):
         n_samples: int | None = None,
         noise: float = 0.0,
         split: Literal["sequential", "random"] = "sequential",
-        val_size: float | int = 0.2,
+        val_size: int | float = 0.2,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)

@@ -35,7 +35,7 @@ class MakeRegressionDataModule(TensorDataModule):
         noise: float = 0.0,
         intercept: float = 0.0,
         random_state: int = 1,
-        val_size: float | int = 0.2,
+        val_size: int | float = 0.2,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)

@@ -86,6 +86,12 @@ class LitModel(L.LightningModule):
         x, rows = batch
         return {"row": rows, "output": self.predict_outputs(self(x))}
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse, with one message, a checkpoint of another model family or shape, or with non-finite weights."""
+        from lit_regression.checkpointing import check_compatible
+
+        check_compatible(self, checkpoint)
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 

@@ -14,6 +14,15 @@ from lit_regression.models.base import LitModel
 LOSSES = {"mse": nn.MSELoss, "l1": nn.L1Loss, "huber": nn.HuberLoss}
 
 
+class R2(R2Score):
+    """R^2 that is NaN, not an error, for a split with fewer than two rows (seed 004 holds out one point)."""
+
+    def compute(self) -> torch.Tensor:
+        if int(self.total) < 2:
+            return torch.tensor(float("nan"), device=self.total.device)
+        return super().compute()
+
+
 class RegressionModel(LitModel):
     """A :class:`LitModel` for real-valued targets; logs ``*_loss``, ``*_mae``, ``*_mse``, ``*_rmse``, ``*_r2``.
 
@@ -35,7 +44,7 @@ class RegressionModel(LitModel):
                 "mae": MeanAbsoluteError(),
                 "mse": MeanSquaredError(),
                 "rmse": MeanSquaredError(squared=False),
-                "r2": R2Score(),
+                "r2": R2(),
             },
             compute_groups=False,
         )
