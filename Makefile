@@ -21,7 +21,7 @@ run: setup
 	$(BIN)/lit-regression fit --config $(CONFIG) --trainer.default_root_dir $(RUNS)
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"

@@ -11,10 +11,11 @@ import warnings
 
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lit_regression.callbacks import ParameterReport, Plots, PredictionWriter
 from lit_regression.callbacks.finite import FiniteCheck
-from lit_regression.checkpointing import AtomicModelCheckpoint, RandomState, resolve_resume, resume_config_name, with_atomic_io
+from lit_regression.checkpointing import RandomState, ResumableCheckpoint, resolve_resume, resume_config_name, with_atomic_io
 from lit_regression.datamodules import TensorDataModule
 from lit_regression.errors import InputError
 from lit_regression.logger import RunLogger
@@ -31,13 +32,13 @@ def read_checkpoint(path: str) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):
+        if "Unsupported global" in str(err):  # a pickled class or function: unpickling it could run code
+            name = str(err).split("GLOBAL ", 1)[-1].split()[0] if "GLOBAL " in str(err) else "an object"
             raise InputError(
-                f"ckpt_path={path!r} is refused: it holds pickled objects other than tensors and plain values, and "
-                "loading it could run code (nothing in it was run). Only load checkpoints you trust, with "
-                "--weights_only false."
+                f"ckpt_path={path!r} is refused: it holds a pickled {name}, not only tensors and plain values, and "
+                "loading it could run code (nothing in it was run). Only load checkpoints you trust."
             ) from None
-        raise InputError(f"ckpt_path={path!r} is not a PyTorch checkpoint ({err})") from None
+        raise InputError(f"ckpt_path={path!r} is not a PyTorch checkpoint (it cannot be unpickled)") from None
     except Exception as err:  # noqa: BLE001 - garbage fails in many ways (RuntimeError, EOFError, KeyError, ...)
         raise InputError(f"ckpt_path={path!r} is not a PyTorch checkpoint (torch.load: {type(err).__name__}: {err})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
@@ -101,7 +102,7 @@ class LitRegressionCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(AtomicModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(ParameterReport, "report")
         parser.add_lightning_class_args(Plots, "plots")
@@ -138,6 +139,9 @@ class LitRegressionCLI(LightningCLI):
             config["weights_only"] = True
         model_class, data_class = _class_of(config.get("model")), _class_of(config.get("data"))
         model_task, data_task = getattr(model_class, "task", None), getattr(data_class, "task", None)
+        data_args = getattr(config.get("data"), "init_args", None)
+        if data_args is not None and isinstance(data_args.get("task"), str):  # CSVDataModule: task is an argument
+            data_task = data_args.get("task")
         if model_task and data_task and model_task != data_task:
             raise InputError(
                 f"model {model_class.__name__} does {model_task} but data {data_class.__name__} is for {data_task}: "
@@ -206,5 +210,7 @@ def _input_error(err: BaseException | None) -> InputError | None:
         seen.add(id(err))
         if isinstance(err, InputError) and (err is outer or str(err).splitlines()[0] in str(outer)):
             return err
+        if err is outer and isinstance(err, MisconfigurationException):  # Lightning's word for a bad setting
+            return InputError(str(err))
         err = err.__cause__ or err.__context__
     return None

@@ -1,16 +1,32 @@
-"""TensorBoard logger whose version folders are claimed atomically, so concurrent runs never share one."""
+"""TensorBoard logger whose version folders are claimed atomically, so concurrent runs never share one, and whose
+HParams tab holds each run's hyperparameters with the metrics it really reached."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
+from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 
 class RunLogger(TensorBoardLogger):
     """``TensorBoardLogger`` that creates ``version_N`` with ``os.mkdir`` (atomic) on the first process, so two
-    runs started at once into the same folder get different versions and neither overwrites the other."""
+    runs started at once into the same folder get different versions and neither overwrites the other.
+
+    HParams: Lightning's placeholder ``hp_metric = -1`` is off (``default_hp_metric=False``). Instead, when a run
+    ends successfully, the hyperparameters Lightning handed to :meth:`log_hyperparams` (model and data arguments)
+    are written as one HParams session whose metrics are the run's own scalars (``train_loss``, ``val_loss``,
+    ``val_acc``, ``val_r2``, ...): TensorBoard shows each metric's last logged value. Nothing is written for a run
+    that logged no metric (``predict``), and only once per batch of new metrics (the prediction pass after ``fit``
+    adds no second session).
+    """
+
+    def __init__(self, *args: Any, default_hp_metric: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, default_hp_metric=default_hp_metric, **kwargs)
+        self.final_metrics: dict[str, float] = {}
+        self._metrics_since_hparams = False
 
     def _get_next_version(self) -> int:
         version = super()._get_next_version()
@@ -24,3 +40,37 @@ class RunLogger(TensorBoardLogger):
                 return version
             except FileExistsError:
                 version += 1
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        super().log_metrics(metrics, step)
+        for name, value in metrics.items():
+            if name != "epoch" and not isinstance(value, dict):
+                self.final_metrics[name] = float(value)
+                self._metrics_since_hparams = True
+
+    def hparams_for_tensorboard(self) -> dict[str, Any]:
+        """The hyperparameters as flat, TensorBoard-typed values: nested keys joined by ``/``, ``None`` and lists
+        as strings, LightningCLI's private ``_class_path``/``_instantiator`` left out."""
+        params = _flatten_dict(_convert_params(dict(self.hparams)))
+        params = {k: v for k, v in params.items() if not k.startswith("_")}
+        return self._sanitize_params(params)
+
+    @rank_zero_only
+    def log_hparams_session(self) -> None:
+        """Write the HParams session (start and end info) of this run; its metric values are read by TensorBoard
+        from the run's scalars. No experiment summary is written, so TensorBoard builds the HParams table from
+        all runs together (the union of their hyperparameters) instead of from whichever run it reads first."""
+        from torch.utils.tensorboard.summary import hparams
+
+        _, session_start, session_end = hparams(self.hparams_for_tensorboard(), dict(self.final_metrics))
+        writer = self.experiment._get_file_writer()
+        writer.add_summary(session_start)
+        writer.add_summary(session_end)
+        self._metrics_since_hparams = False
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if status == "success" and self._metrics_since_hparams and self.hparams:
+            self.log_hparams_session()
+        super().finalize(status)

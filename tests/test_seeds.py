@@ -80,6 +80,7 @@ def test_autograd_matches_closed_form_mse_gradient():
     assert w.grad.item() == pytest.approx(closed_form.item(), rel=1e-12)
 
 
+@pytest.mark.slow
 def test_linear_model_matches_least_squares_on_noise_free_data(root):
     cli = fit_config(
         "line_linear.yaml", root, "--model.loss", "mse", "--model.lr", "0.5", "--trainer.max_epochs", "3000",

@@ -29,20 +29,25 @@ class PredictionWriter(BasePredictionWriter):
 
     Args:
         filename: name of the file in the run's log folder.
+        enabled: write the file (``--predictions.enabled false`` switches it off).
     """
 
-    def __init__(self, filename: str = "predictions.csv") -> None:
+    def __init__(self, filename: str = "predictions.csv", enabled: bool = True) -> None:
         super().__init__(write_interval="epoch")
         self.filename = filename
+        self.enabled = enabled
         self.path: str | None = None
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        if not self.enabled:
+            return
         if predictions and isinstance(predictions[0], list):  # several dataloaders: only the first is ours
             predictions = predictions[0]
         if not predictions:
             return
         rows = gather(torch.cat([p["row"] for p in predictions]), trainer)
         outputs = gather(torch.cat([p["output"].float() for p in predictions]), trainer)
+        log_dir = trainer.log_dir or trainer.default_root_dir  # a collective under DDP: every process asks
         if not trainer.is_global_zero:
             return
         order = torch.argsort(rows)
@@ -50,7 +55,7 @@ class PredictionWriter(BasePredictionWriter):
         keep = torch.ones(len(rows), dtype=torch.bool)
         keep[1:] = rows[1:] != rows[:-1]  # a row served twice (padding) is written once
         rows, outputs = rows[keep], outputs[keep]
-        self.path = os.path.join(trainer.log_dir or trainer.default_root_dir, self.filename)
+        self.path = os.path.join(log_dir, self.filename)
         table(trainer.datamodule, rows, outputs).to_csv(self.path, index=False, float_format="%.8g")
 
 

@@ -2,7 +2,8 @@
 
 from lit_regression.datamodules.base import TensorDataModule
 from lit_regression.datamodules.breast_cancer import BreastCancerDataModule
+from lit_regression.datamodules.csv import CSVDataModule
 from lit_regression.datamodules.line import LineDataModule
 from lit_regression.datamodules.make_regression import MakeRegressionDataModule
 
-__all__ = ["BreastCancerDataModule", "LineDataModule", "MakeRegressionDataModule", "TensorDataModule"]
+__all__ = ["BreastCancerDataModule", "CSVDataModule", "LineDataModule", "MakeRegressionDataModule", "TensorDataModule"]

@@ -67,11 +67,33 @@ class LitModel(L.LightningModule):
         loss = self.compute_loss(outputs, y)
         self.stage_losses[f"{stage}_loss"].update(loss.detach(), len(x))
         self.stage_metrics[f"{stage}_metrics"].update(*self.metric_inputs(outputs.detach(), y))
-        self.log(f"{stage}_loss", self.stage_losses[f"{stage}_loss"], on_step=False, on_epoch=True, batch_size=len(x))
-        self.log_dict(self.stage_metrics[f"{stage}_metrics"], on_step=False, on_epoch=True, batch_size=len(x))
         if stage == "train" and self.hparams.l1 > 0:
             loss = loss + self.hparams.l1 * sum(p.abs().sum() for n, p in self.named_parameters() if "bias" not in n)
         return loss
+
+    def _log_epoch(self, stage: str) -> None:
+        """Log the stage's epoch loss and metrics once, as ``{stage}_loss``, ``{stage}_<metric>``.
+
+        The torchmetrics objects accumulate over the epoch's batches (weighted by rows) and sync across
+        processes in ``compute()``; logging their values once per epoch, instead of handing the metric objects to
+        ``self.log`` at every step, keeps Lightning's per-step logging machinery out of the hot loop.
+        """
+        loss, metrics = self.stage_losses[f"{stage}_loss"], self.stage_metrics[f"{stage}_metrics"]
+        if not loss.update_called:
+            return
+        values = {f"{stage}_loss": loss.compute(), **metrics.compute()}
+        loss.reset()
+        metrics.reset()
+        self.log_dict(values, on_step=False, on_epoch=True, sync_dist=True)  # already synced: a no-op mean
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")

@@ -1,0 +1,69 @@
+"""Stop at the first non-finite training loss (or parameter), before a diverged state can be checkpointed."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lit_regression.errors import InputError
+
+
+class TrainingDiverged(InputError):
+    """The training loss or the parameters became nan or inf. ``lit-regression`` prints the message alone."""
+
+
+class FiniteCheck(L.Callback):
+    """After every training batch, checks that the loss and the parameters (after the optimizer step) are finite;
+    if not, stops the fit at once with :class:`TrainingDiverged`, whose message names the epoch and step and what
+    to try. Checkpoints are written after validation, which comes after this check, so no non-finite state is
+    ever saved: the last good ``last.ckpt`` stays as it was (``save_on_exception`` of the checkpoint callbacks is
+    turned off before stopping, for the same reason)."""
+
+    def __init__(self) -> None:
+        self._step = 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        self._step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        checks = []
+        if torch.is_tensor(loss):
+            checks.append(torch.isfinite(loss.detach()).all())
+        params = [p.detach() for p in pl_module.parameters()]
+        if params:
+            checks.append(torch.stack([torch.isfinite(p).all() for p in params]).all())
+        ok = not checks or bool(torch.stack(checks).all())
+        if trainer.world_size > 1:  # stop every process together, or the others would wait for this one forever
+            ok = trainer.strategy.reduce_boolean_decision(ok, all=True)
+        if not ok:
+            self._stop(trainer, pl_module, loss, batch_idx)
+
+    def _stop(self, trainer: L.Trainer, pl_module: L.LightningModule, loss, batch_idx: int) -> None:
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint):
+                callback.save_on_exception = False
+        value = float(loss.detach().float().mean()) if torch.is_tensor(loss) else None
+        where = f"epoch {trainer.current_epoch}, step {self._step} (batch {batch_idx} of the epoch)"
+        if value is not None and not math.isfinite(value):
+            what = f"the training loss is {value}"
+        else:
+            bad = next((n for n, p in pl_module.named_parameters() if not bool(torch.isfinite(p).all())), None)
+            if bad is None:
+                what = "the training loss is not finite on another process"
+            else:
+                after = f" (loss {value:.6g})" if value is not None else ""
+                what = f"the parameter {bad} became non-finite after the optimizer step{after}"
+        last = next((c.last_model_path for c in trainer.checkpoint_callbacks
+                     if getattr(c, "last_model_path", "")), "")
+        kept = f"the last good checkpoint is kept: {last}" if last else "no checkpoint had been written yet"
+        lr = trainer.optimizers[0].param_groups[0].get("lr") if trainer.optimizers else None
+        lr = f", now {lr:g}" if isinstance(lr, (int, float)) else ""
+        robust = ", or a robust loss (--model.loss huber)" if "loss" in getattr(pl_module, "hparams", {}) else ""
+        raise TrainingDiverged(
+            f"training diverged at {where}: {what}. Training stopped; {kept}. Try a lower learning rate "
+            f"(--model.lr{lr}), standardised inputs and targets{robust}."
+        )

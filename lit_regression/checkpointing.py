@@ -1,0 +1,317 @@
+"""Checkpoints that survive a crash and resume exactly.
+
+* :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file in the target's folder, fsyncs it and
+  renames it over the target with ``os.replace``: a process killed during a write leaves the previous
+  ``last.ckpt`` in place, never a truncated one.
+* :class:`ResumableCheckpoint` (the CLI's ``--checkpoint``) writes ``last.ckpt`` at the end of every epoch, not
+  only when ``val_loss`` improved, and makes ``save_last="link"`` atomic too.
+* :class:`RandomState` keeps the global random states (torch, numpy, python) in the checkpoint and puts them
+  back when training resumes, so that anything random in training (dropout, say) continues as it would have.
+  The data order needs nothing: :class:`~lit_regression.batches.TensorBatches` shuffles from ``seed + epoch``
+  and Lightning calls its ``set_epoch`` with the restored epoch.
+* :func:`resolve_resume` turns ``--ckpt_path last`` into the newest ``last.ckpt`` of an earlier run under the
+  same root (each run logs into a fresh ``version_N`` folder, where Lightning alone would only look into the new,
+  empty one and silently start from scratch), and says which version folder a ``fit`` resumes: **a resumed fit
+  goes on logging and checkpointing in the version folder of the ``last.ckpt`` it resumes** (when that lies in
+  ``ROOT/lightning_logs/version_N/checkpoints``), so that its curves continue the killed run's curves and its
+  ``last.ckpt`` replaces the killed run's. The resumed run's config is saved beside the first one as
+  ``config-resume-K.yaml``. The steps that the killed run logged after its last checkpoint are logged again, with
+  the same values (read the curves by step). One gap remains: Lightning logs an epoch's ``train_*`` metrics just
+  after that epoch's checkpoint is written, so a kill in that instant loses those points of that one epoch.
+* :func:`check_compatible` refuses, with one message, a checkpoint whose weights do not fit the model.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lit_regression.errors import InputError
+
+LOGS = "lightning_logs"
+VERSION = re.compile(r"^version_(\d+)$")
+LAST = re.compile(r"^last(-v\d+)?\.ckpt$")
+
+
+# --- atomic writes --------------------------------------------------------------------------------------------
+def _is_local(path) -> bool:
+    return "://" not in str(path) or str(path).startswith("file://")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
+def _remove_stale_temporaries(folder: str, name: str) -> None:
+    """Temporary files of ``name`` left by writers that were killed (their process no longer exists)."""
+    if os.name != "posix":  # os.kill(pid, 0) is no existence test elsewhere
+        return
+    prefix = f".{name}."
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
+            continue
+        pid = entry[len(prefix) : -len(".tmp")].split(".")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            try:
+                os.remove(os.path.join(folder, entry))
+            except OSError:
+                pass
+        except OSError:  # exists but is not ours (PermissionError): leave it
+            pass
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save(obj, path)`` such that ``path`` holds either its old content or the complete new one."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    os.makedirs(folder, exist_ok=True)
+    _remove_stale_temporaries(folder, name)
+    # a hidden name that does not end in .ckpt, so that no checkpoint search ever picks it up
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it private; a checkpoint gets the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose local writes are atomic: temporary file in the same folder, ``fsync``,
+    ``os.replace``. Lightning's own writer goes through a temporary file in the system's temp folder and
+    ``shutil.move``, which copies (not renames) where that is another file system, without fsync. The folder is
+    not fsynced after the rename (it costs as much again): after a power failure the folder may show the previous
+    checkpoint, complete, never a torn one. Remote paths (``s3://`` ...) are left to Lightning."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not _is_local(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        atomic_torch_save(checkpoint, str(path).removeprefix("file://"))
+
+
+def with_atomic_io(plugins) -> list:
+    """The Trainer's ``plugins`` with :class:`AtomicCheckpointIO` added, unless one of them is a CheckpointIO."""
+    if plugins is None:
+        plugins = []
+    elif not isinstance(plugins, (list, tuple)):
+        plugins = [plugins]
+    plugins = list(plugins)
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` is the state at the end of the last finished epoch.
+
+    Lightning 2.6 writes ``last.ckpt`` (``save_last=True``) only when a top-k checkpoint is written, that is when
+    the monitored ``val_loss`` improved: after the best epoch, ``last.ckpt`` would stay behind, hold other weights
+    than the run ended with, and a resume would start over from the best epoch. This class also writes it at the
+    end of every other epoch (every ``every_n_epochs``), so a killed run loses at most the epoch it was in.
+
+    ``save_last="link"`` replaces ``last.ckpt`` atomically: the symlink (or, where links are not allowed, the copy)
+    is made under a temporary name and renamed over ``last.ckpt``, where Lightning removes ``last.ckpt`` first and
+    then links, leaving no ``last.ckpt`` at all in between. Full saves are atomic through
+    :class:`AtomicCheckpointIO`."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if (
+            self.save_last is True
+            and not self._should_skip_saving_checkpoint(trainer)  # includes "already saved at this step"
+            and self._every_n_epochs >= 1
+            and (trainer.current_epoch + 1) % self._every_n_epochs == 0
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    @staticmethod
+    def _link_checkpoint(trainer, filepath: str, linkpath: str) -> None:
+        if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
+            folder = os.path.dirname(os.path.abspath(linkpath))
+            tmp = os.path.join(folder, f".{os.path.basename(linkpath)}.{os.getpid()}.link.tmp")
+            if os.path.lexists(tmp):
+                os.remove(tmp)
+            try:
+                os.symlink(os.path.relpath(filepath, folder), tmp)
+            except OSError:
+                shutil.copy(filepath, tmp)
+            if os.path.isdir(linkpath) and not os.path.islink(linkpath):
+                shutil.rmtree(linkpath)
+            os.replace(tmp, linkpath)
+        trainer.strategy.barrier()
+
+
+# --- global random state --------------------------------------------------------------------------------------
+class RandomState(Callback):
+    """Saves torch's, numpy's and python's global random states with every checkpoint (as tensors and plain
+    values, so the checkpoint still loads with ``weights_only=True``) and restores them when a fit resumes, just
+    before training starts again. In one process only: with several processes each has its own state, and only
+    the first one's is written, so nothing is restored there."""
+
+    def __init__(self) -> None:
+        self._restore: dict | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restore = state_dict
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        state, self._restore = self._restore, None
+        if not state or trainer.world_size != 1:
+            return
+        torch.set_rng_state(state["torch"])
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                             n["cached_gaussian"]))
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- what --ckpt_path means -----------------------------------------------------------------------------------
+def find_last_checkpoint(root: str) -> str | None:
+    """The most recently written ``last.ckpt`` (or ``last-vN.ckpt``) of any run under ``ROOT/lightning_logs``."""
+    logs = Path(root) / LOGS
+    candidates = []
+    for folder in logs.glob("version_*/checkpoints"):
+        for path in folder.iterdir():
+            if LAST.match(path.name) and path.is_file():
+                candidates.append(path)
+    if not candidates:
+        return None
+    return str(max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name)))
+
+
+def version_of(ckpt_path: str, root: str) -> int | None:
+    """``N`` when ``ckpt_path`` lies in ``ROOT/lightning_logs/version_N/checkpoints``, else ``None``."""
+    path = Path(ckpt_path).resolve()
+    run, logs = path.parent.parent, Path(root).resolve() / LOGS
+    match = VERSION.match(run.name)
+    if path.parent.name != "checkpoints" or match is None or run.parent != logs:
+        return None
+    return int(match.group(1))
+
+
+def resolve_resume(subcommand: str | None, ckpt_path: str | None, root: str, own_logger: bool,
+                   dirpath: str | None) -> tuple[str | None, int | None]:
+    """``(ckpt_path, version)``: ``ckpt_path`` with ``last`` replaced by the newest ``last.ckpt`` under ``root``,
+    and the version folder that a resumed ``fit`` logs into (``None``: a fresh one). A fit resumes its run's folder
+    from the run's ``last.ckpt`` only; one started from another checkpoint (the best epoch's, say) branches off
+    into a fresh folder, whose curves would otherwise overwrite the run's own from that epoch on.
+
+    Only where our logger places the checkpoints (no ``--trainer.logger`` and no ``--checkpoint.dirpath``
+    given); otherwise Lightning's own meaning of ``last`` holds. Raises :class:`InputError` when ``last`` finds
+    nothing, instead of Lightning's warning and a silent start from scratch."""
+    if not ckpt_path or not own_logger or dirpath is not None:
+        return ckpt_path, None
+    if ckpt_path == "last":
+        found = find_last_checkpoint(root)
+        if found is None:
+            raise InputError(
+                f"ckpt_path='last': there is no last.ckpt under {os.path.join(root, LOGS)}/version_*/checkpoints "
+                "to resume from; give the checkpoint's path, or the --trainer.default_root_dir of the run"
+            )
+        ckpt_path = found
+    elif ckpt_path in ("best", "hpc", "registry") or ckpt_path.startswith("registry:"):
+        return ckpt_path, None
+    resumes_a_run = subcommand == "fit" and LAST.match(os.path.basename(ckpt_path)) is not None
+    return ckpt_path, version_of(ckpt_path, root) if resumes_a_run else None
+
+
+def resume_config_name(log_dir: str) -> str:
+    """``config-resume-K.yaml``, K the first number not yet taken in ``log_dir``."""
+    k = 1
+    while os.path.exists(os.path.join(log_dir, f"config-resume-{k}.yaml")):
+        k += 1
+    return f"config-resume-{k}.yaml"
+
+
+# --- does a checkpoint fit the model --------------------------------------------------------------------------
+def _describe(hparams: dict | None, fallback: str) -> str:
+    hparams = dict(hparams or {})
+    name = str(hparams.pop("_class_path", fallback)).rsplit(".", 1)[-1]
+    args = ", ".join(f"{k}={v!r}" for k, v in hparams.items()
+                     if not k.startswith("_") and k in ("n_features", "n_outputs", "hidden", "form", "loss"))
+    return f"{name}({args})" if args else name
+
+
+def check_compatible(model: torch.nn.Module, checkpoint: dict) -> None:
+    """Raise :class:`InputError` unless the checkpoint's ``state_dict`` has exactly the model's parameters and
+    buffers, with the same shapes, and only finite values."""
+    saved = checkpoint.get("state_dict")
+    if not isinstance(saved, dict):
+        raise InputError("the checkpoint holds no 'state_dict': it is not a checkpoint of a lit_regression model")
+    own = model.state_dict()
+    ours = _describe(dict(getattr(model, "hparams", {}), _class_path=type(model).__name__), type(model).__name__)
+    theirs = _describe(checkpoint.get("hyper_parameters"), "another model")
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    if missing or unexpected:
+        details = []
+        if missing:
+            details.append(f"the model has {', '.join(missing[:6])} which the checkpoint lacks")
+        if unexpected:
+            details.append(f"the checkpoint has {', '.join(unexpected[:6])} which the model lacks")
+        raise InputError(
+            f"the checkpoint holds a {theirs} but the model is {ours}: {'; '.join(details)}. Use the model the "
+            "checkpoint was trained with (leave --model out: a checkpoint given as --ckpt_path supplies it)"
+        )
+    for key, value in own.items():
+        other = saved[key]
+        if not torch.is_tensor(other) or tuple(other.shape) != tuple(value.shape):
+            shape = tuple(other.shape) if torch.is_tensor(other) else type(other).__name__
+            raise InputError(
+                f"the checkpoint holds a {theirs} but the model is {ours}: {key} has shape {shape} in the "
+                f"checkpoint and {tuple(value.shape)} in the model. The data must have as many feature and "
+                "target columns as the data the checkpoint was trained on"
+            )
+        if other.is_floating_point() and not bool(torch.isfinite(other).all()):
+            raise InputError(
+                f"the checkpoint's {key} holds non-finite values (nan or inf): it was saved from a run that "
+                "diverged; use an earlier checkpoint"
+            )

@@ -1,0 +1,142 @@
+"""Issue 6: the same run on any hardware. Two-process DDP on CPU (gloo) against one process, torchrun, mixed
+precision, and the GPU paths (skipped without a GPU)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import CONFIGS, ROOT, fit_config, run_cli, scalars, versions
+
+EPOCHS = "60"
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+
+
+def cli_process(*args: str, root: Path, launcher: list[str] | None = None, timeout: int = 240):
+    """Run the real command line in a fresh process (DDP re-launches it once per rank)."""
+    command = [*(launcher or [sys.executable, "-m"]), "lit_regression", *map(str, args),
+               "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=ENV, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def parameters(ckpt: Path) -> torch.Tensor:
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    return torch.cat([state["linear.weight"].reshape(-1), state["linear.bias"].reshape(-1)])
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("single")
+    fit_config("line_linear.yaml", root, "--trainer.max_epochs", EPOCHS)
+    return versions(root)[0]
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ddp")
+    cli_process("fit", "--config", CONFIGS / "line_linear.yaml", "--trainer.max_epochs", EPOCHS,
+                "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp", root=root)
+    return root
+
+
+@pytest.mark.slow
+def test_two_processes_learn_what_one_learns(single, ddp):
+    (run,) = versions(ddp)  # one version folder for both processes
+    assert parameters(run / "checkpoints" / "last.ckpt") == pytest.approx(
+        parameters(single / "checkpoints" / "last.ckpt"), abs=1e-6)
+    one, two = scalars(single), scalars(run)
+    for tag in ("train_loss", "val_loss"):
+        assert len(two[tag]) == int(EPOCHS)
+        assert two[tag] == pytest.approx(one[tag], abs=1e-6), tag
+    assert two["val_r2"] == pytest.approx(one["val_r2"], rel=1e-6)  # float32 sums in another order
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == sorted(
+        p.name for p in (single / "checkpoints").iterdir())
+
+
+@pytest.mark.slow
+def test_ddp_predictions_hold_every_row_once_in_order(single, ddp):
+    (run,) = versions(ddp)
+    two, one = pd.read_csv(run / "predictions.csv"), pd.read_csv(single / "predictions.csv")
+    assert two["row"].tolist() == list(range(50))
+    assert two["y"].to_numpy() == pytest.approx(one["y"].to_numpy(), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_test_and_predict_from_checkpoint(single, ddp, tmp_path):
+    ckpt = versions(ddp)[0] / "checkpoints" / "last.ckpt"
+    ddp_flags = ("--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    cli_process("test", "--ckpt_path", ckpt, *ddp_flags, root=tmp_path)
+    cli_process("predict", "--ckpt_path", ckpt, *ddp_flags, root=tmp_path)
+    tested, predicted = versions(tmp_path)
+    reference = run_cli("test", "--ckpt_path", ckpt, root=tmp_path / "one")
+    assert scalars(tested)["test_loss"] == [pytest.approx(float(reference.trainer.callback_metrics["test_loss"]), abs=1e-7)]
+    assert pd.read_csv(predicted / "predictions.csv")["row"].tolist() == list(range(50))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="no torchrun")
+def test_torchrun_two_processes(single, tmp_path):
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    cli_process("fit", "--config", CONFIGS / "line_linear.yaml", "--trainer.max_epochs", EPOCHS,
+                "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                root=tmp_path, launcher=[torchrun, "--standalone", "--nproc_per_node", "2", "-m"])
+    (run,) = versions(tmp_path)
+    assert parameters(run / "checkpoints" / "last.ckpt") == pytest.approx(
+        parameters(single / "checkpoints" / "last.ckpt"), abs=1e-6)
+
+
+def test_bf16_mixed_precision_on_cpu(root):
+    cli = fit_config("breast_cancer.yaml", root, "--trainer.max_epochs", "3", "--trainer.precision", "bf16-mixed")
+    logged = scalars(versions(root)[0])
+    assert all(torch.isfinite(torch.tensor(logged[tag])).all() for tag in ("train_loss", "val_loss", "val_acc"))
+    assert pd.read_csv(versions(root)[0] / "predictions.csv")["prob_1"].between(0, 1).all()
+    assert next(cli.model.parameters()).dtype == torch.float32  # weights stay float32; autocast does bf16 math
+
+
+def test_tests_run_on_cpu_whatever_the_machine(root):
+    cli = fit_config("line_parameter.yaml", root, "--trainer.max_epochs", "1")
+    assert cli.trainer.strategy.root_device.type == "cpu"
+    assert all(t.dtype == torch.float32 for split in cli.datamodule.splits.values() for t in split[:1])
+
+
+def _gpu() -> str | None:
+    if torch.cuda.is_available():
+        return "gpu"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_gpu() is None, reason="needs a CUDA or MPS device")
+def test_gpu_fit_matches_cpu_and_checkpoint_loads_on_cpu(root, single):
+    accelerator = _gpu()
+    cli = run_cli("fit", "--config", CONFIGS / "line_linear.yaml", "--trainer.max_epochs", EPOCHS,
+                  "--trainer.accelerator", accelerator, "--data.on_device", "true", root=root)
+    run = versions(root)[0]
+    assert cli.trainer.strategy.root_device.type in ("cuda", "mps")
+    assert parameters(run / "checkpoints" / "last.ckpt") == pytest.approx(
+        parameters(single / "checkpoints" / "last.ckpt"), abs=1e-5)  # different kernels: not bit-identical
+    tested = run_cli("test", "--ckpt_path", run / "checkpoints" / "last.ckpt", "--trainer.accelerator", "cpu",
+                     root=root)
+    assert tested.trainer.strategy.root_device.type == "cpu"
+    assert pd.read_csv(run / "predictions.csv")["row"].tolist() == list(range(50))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_gpu() != "gpu" or torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_two_gpu_ddp_matches_one_process(single, tmp_path):
+    cli_process("fit", "--config", CONFIGS / "line_linear.yaml", "--trainer.max_epochs", EPOCHS,
+                "--trainer.accelerator", "gpu", "--trainer.devices", "2", "--trainer.strategy", "ddp", root=tmp_path)
+    (run,) = versions(tmp_path)
+    assert parameters(run / "checkpoints" / "last.ckpt") == pytest.approx(
+        parameters(single / "checkpoints" / "last.ckpt"), abs=1e-5)
