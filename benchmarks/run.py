@@ -1,0 +1,524 @@
+"""Benchmarks of lit_regression against plain PyTorch (issue 7): ``make bench`` or
+``.venv/bin/python benchmarks/run.py [--quick] [--json PATH]``.
+
+Every figure is a ratio against a reference measured in the same run, interleaved (A, B, A, B, ...; the order
+rotates between repetitions) and summarised by the median of the per-repetition ratios, so that load from other
+processes on the machine affects both sides alike. See ``benchmarks/README.md`` for what each figure means.
+
+The script always exits 0: it is a report. Rows read ``pass``/``FAIL`` against their target, ``info`` where there
+is none, ``skip`` where the figure cannot be measured here (no GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CONFIG = ROOT / "configs" / "line_linear.yaml"
+PLAIN_LINE = HERE / "plain_line.py"
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+
+import bigdata  # noqa: E402
+import plain_line  # noqa: E402
+
+# --- settings ---------------------------------------------------------------------------------------------------
+FULL = {
+    # per-epoch figure: fits of N1 and N2 epochs (val_loss improves in epochs 0-115 of the seed config)
+    "n1": 50, "n2": 250, "epoch_reps": 5,
+    "process_epochs": 1000, "process_reps": 3, "import_reps": 2,
+    "rows": 2_000_000, "features": 32, "batch": 65536, "big_epochs": 4, "big_reps": 3, "dl_batches": 2,
+}
+QUICK = {
+    "n1": 10, "n2": 40, "epoch_reps": 2,
+    "process_epochs": 50, "process_reps": 1, "import_reps": 1, "skip_importtime": True, "skip_cli_import": True,
+    "rows": 262_144, "features": 32, "batch": 65536, "big_epochs": 3, "big_reps": 1, "dl_batches": 1,
+}
+
+
+# --- small helpers ----------------------------------------------------------------------------------------------
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def rotated(items: list, k: int) -> list:
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def quiet() -> None:
+    """No chatter from Lightning, the CLI or the libraries in the benchmark's own output."""
+    warnings.simplefilter("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+                 "lightning.fabric.utilities.seed", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from lit_regression.cli import _quiet
+
+    _quiet()
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.notes: list[str] = []
+        self.details: dict[str, dict] = {}
+
+    def row(self, figure: str, value: float | None, target: str | None = None, unit: str = "x",
+            note: str = "") -> None:
+        """``target`` as ``"<= 1.3"`` or ``">= 30"``; ``None`` for an informative row."""
+        if value is None or value != value:  # None or nan
+            status = "skip" if value is None else "error"
+        elif target is None:
+            status = "info"
+        else:
+            op, bound = target.split()
+            ok = value <= float(bound) if op == "<=" else value >= float(bound)
+            status = "pass" if ok else "FAIL"
+        self.rows.append({"figure": figure, "value": value, "unit": unit, "target": target, "status": status,
+                          "note": note})
+        shown = "-" if value is None else f"{value:.3g}{unit}" if unit == "x" else f"{value:.3g} {unit}"
+        print(f"  -> {figure}: {shown}  target {target or '-'}  [{status}]{'  ' + note if note else ''}", flush=True)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"     {text}", flush=True)
+
+    def table(self) -> str:
+        header = ("figure", "measured", "target", "result")
+        lines = []
+        for r in self.rows:
+            value = r["value"]
+            if value is None:
+                shown = "-"
+            elif value != value:
+                shown = "error"
+            elif r["unit"] == "x":
+                shown = f"{value:.3g}x"
+            else:
+                shown = f"{value:.4g} {r['unit']}"
+            target = "-" if r["target"] is None else f"{r['target']}{'x' if r['unit'] == 'x' else ''}"
+            lines.append((r["figure"] + (f" ({r['note']})" if r["note"] else ""), shown, target, r["status"]))
+        widths = [max(len(str(row[i])) for row in [header, *lines]) for i in range(4)]
+        out = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths)),
+               "  ".join("-" * w for w in widths)]
+        out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in lines]
+        return "\n".join(out)
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        cpu = platform.processor() or "unknown"
+    import lightning
+    import torchmetrics
+
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "torchmetrics": torchmetrics.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+class CheckpointWrites:
+    """Records every checkpoint Lightning writes (``Trainer.save_checkpoint``): epoch and file name."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[int, str]] = []
+        self.installed = False
+
+    def install(self) -> None:
+        if self.installed:
+            return
+        from lightning.pytorch import Trainer
+
+        original, log = Trainer.save_checkpoint, self.log
+
+        def save_checkpoint(trainer, filepath, *args, **kwargs):
+            log.append((trainer.current_epoch, os.path.basename(str(filepath))))
+            return original(trainer, filepath, *args, **kwargs)
+
+        Trainer.save_checkpoint = save_checkpoint
+        self.installed = True
+
+    def counting(self, fn: Callable[[], object]) -> int:
+        """Run ``fn``; the number of checkpoints written meanwhile."""
+        before = len(self.log)
+        fn()
+        return len(self.log) - before
+
+
+WRITES = CheckpointWrites()
+
+
+def checkpoint_policy(device: str = "cpu", epochs: int = 25, extra: tuple[str, ...] = ()) -> dict:
+    """When the CLI's checkpoint callback writes: ``last.ckpt`` every epoch (lit_regression's
+    ``ResumableCheckpoint``) or only along with a new best ``epoch=*.ckpt`` (Lightning's ``ModelCheckpoint``), at
+    every epoch or every n-th (``every_n_epochs``). Found by counting the writes of a short fit whose learning
+    rate is too small to change the weights, so that ``val_loss`` improves at the first check only.
+    Returns the keyword arguments of ``plain_line.train`` that write the same way."""
+    WRITES.install()
+    root = tempfile.mkdtemp(prefix="bench_policy_")
+    start = len(WRITES.log)
+    try:
+        lit_fit(epochs, root, device, extra=("--model.init_args.lr", "1e-12", *extra))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    log = WRITES.log[start:]
+    best = [epoch for epoch, name in log if not name.startswith("last")]
+    last = [epoch for epoch, name in log if name.startswith("last")]
+    if len(last) >= 2:  # written without a new best: every n-th epoch
+        every_n, last_mode = last[1] - last[0], "every"
+    elif best:
+        every_n, last_mode = best[0] + 1, "with_best" if last else "never"
+    elif last:  # a single last.ckpt: at the end of training only (save_top_k 0, no period)
+        every_n, last_mode = 0, "never"
+    else:
+        every_n, last_mode = 0, "never"
+    return {"last": last_mode, "every_n_epochs": every_n, "best_checkpoints": bool(best)}
+
+
+def describe_policy(policy: dict) -> str:
+    n = policy["every_n_epochs"]
+    if n < 1:
+        return "no checkpoints"
+    when = "every epoch" if n == 1 else f"every {n} epochs"
+    best = f"epoch=*.ckpt on a new best val_loss (checked {when})" if policy["best_checkpoints"] else "no epoch=*.ckpt"
+    last = {"every": f"last.ckpt {when}", "with_best": "last.ckpt only along with a new best",
+            "never": "no last.ckpt"}[policy["last"]]
+    return f"{best}, {last}"
+
+
+def policy_for(cfg: dict, device: str) -> dict:
+    """:func:`checkpoint_policy`, found once per device."""
+    policies = cfg.setdefault("_policies", {})
+    if device not in policies:
+        policies[device] = checkpoint_policy(device)
+    return policies[device]
+
+
+# --- figure 1: per-epoch cost, in process -----------------------------------------------------------------------
+ON_DEVICE = False  # set for the GPU figures: the datamodule keeps its tensors on the accelerator
+
+
+def lit_args(device: str) -> list[str]:
+    args = ["--trainer.accelerator", "gpu", "--trainer.devices", "1"] if device.startswith("cuda") else []
+    return args + (["--data.init_args.on_device", "true"] if ON_DEVICE else [])
+
+
+def lit_fit(epochs: int, root: str, device: str = "cpu", extra: tuple[str, ...] = (),
+            callbacks: list | None = None) -> None:
+    """``lit-regression fit --config configs/line_linear.yaml`` in this process (as tests/conftest.py runs it);
+    ``callbacks`` are added to the CLI's."""
+    from lit_regression.cli import LitRegressionCLI
+
+    args = ["fit", "--config", str(CONFIG), "--trainer.default_root_dir", root, "--trainer.max_epochs", str(epochs),
+            *lit_args(device), *extra]
+    with contextlib.redirect_stdout(io.StringIO()):
+        LitRegressionCLI(args=args, trainer_defaults={"callbacks": list(callbacks or [])})
+
+
+def per_epoch_costs(variants: dict[str, Callable[[int, str], object]], n1: int, n2: int, reps: int) -> dict:
+    """Seconds per epoch of each variant, ``(time(n2) - time(n1)) / (n2 - n1)``, one value per repetition; the
+    variants take turns (order rotated each repetition, n1/n2 order alternated)."""
+    names = list(variants)
+    times = {name: {n1: [], n2: []} for name in names}
+    results: dict[tuple[str, int], object] = {}
+    for name in names:  # warm-up: imports, first-call costs
+        root = tempfile.mkdtemp(prefix="bench_")
+        variants[name](3, root)
+        shutil.rmtree(root, ignore_errors=True)
+    for rep in range(reps):
+        for name in rotated(names, rep):
+            for n in ((n1, n2) if rep % 2 == 0 else (n2, n1)):
+                root = tempfile.mkdtemp(prefix="bench_")
+                start = time.perf_counter()
+                results[name, n] = variants[name](n, root)
+                times[name][n].append(time.perf_counter() - start)
+                shutil.rmtree(root, ignore_errors=True)
+    return {name: [(b - a) / (n2 - n1) for a, b in zip(t[n1], t[n2])] for name, t in times.items()} | {
+        "_raw": {name: {str(k): v for k, v in t.items()} for name, t in times.items()}, "_results": results}
+
+
+def figure_per_epoch(report: Report, cfg: dict, device: str = "cpu", label: str = "") -> None:
+    n1, n2 = cfg["n1"], cfg["n2"]
+    print(f"\n[1{label}] per-epoch cost of fit on configs/line_linear.yaml ({device}), epochs {n1} -> {n2}, "
+          f"{cfg['epoch_reps']} repetitions", flush=True)
+    policy = policy_for(cfg, device)
+    report.note(f"the CLI writes {describe_policy(policy)}: so does the plain loop")
+    variants = {
+        "lightning": lambda n, root: WRITES.counting(lambda: lit_fit(n, root, device)),
+        "plain+bookkeeping": lambda n, root: plain_line.train(n, bookkeeping=True, root=root, device=device,
+                                                              **policy),
+        "plain bare": lambda n, root: plain_line.train(n, bookkeeping=False, device=device),
+    }
+    costs = per_epoch_costs(variants, n1, n2, cfg["epoch_reps"])
+    lit, book, bare = costs["lightning"], costs["plain+bookkeeping"], costs["plain bare"]
+    ratio_book = median([a / b for a, b in zip(lit, book)])
+    ratio_bare = median([a / b for a, b in zip(lit, bare)])
+    results = costs["_results"]
+    writes = results["plain+bookkeeping", n2]["checkpoint_writes"] - results["plain+bookkeeping", n1]["checkpoint_writes"]
+    lit_writes = results["lightning", n2] - results["lightning", n1]
+    report.note(f"ms/epoch (median): lightning {1e3 * median(lit):.2f}, plain+bookkeeping {1e3 * median(book):.2f}, "
+                f"plain bare {1e3 * median(bare):.3f}; checkpoint writes per epoch in the window: lightning "
+                f"{lit_writes / (n2 - n1):.2f}, plain {writes / (n2 - n1):.2f}")
+    if abs(lit_writes - writes) > 0.05 * max(writes, 1):
+        report.note("WARNING: the plain loop wrote a different number of checkpoints than the CLI: the comparison "
+                    "is off (has the CLI's checkpoint callback changed?)")
+    report.row(f"{label}per-epoch fit vs plain loop + same bookkeeping", ratio_book, "<= 1.3")
+    report.row(f"{label}per-epoch fit vs bare plain loop", ratio_bare, None)
+    report.details[f"per_epoch{label}"] = {"device": device, "n1": n1, "n2": n2, "seconds_per_epoch": {
+        "lightning": lit, "plain_bookkeeping": book, "plain_bare": bare}, "raw_seconds": costs["_raw"],
+        "checkpoint_writes_per_epoch": {"lightning": lit_writes / (n2 - n1), "plain": writes / (n2 - n1)},
+        "checkpoint_policy": policy}
+
+
+# --- figure 2: whole process ------------------------------------------------------------------------------------
+def lit_command(root: str, epochs: int | None, device: str = "cpu") -> list[str]:
+    exe = Path(sys.executable).with_name("lit-regression")
+    head = [str(exe)] if exe.exists() else [sys.executable, "-m", "lit_regression"]
+    cmd = [*head, "fit", "--config", str(CONFIG), "--trainer.default_root_dir", root]
+    if epochs is not None:
+        cmd += ["--trainer.max_epochs", str(epochs)]
+    return cmd + lit_args(device)
+
+
+def run_process(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return elapsed
+
+
+def import_breakdown() -> dict[str, dict]:
+    """``python -X importtime -c "import torch; import lightning; import lit_regression.cli"``: for each of the
+    three statements, the seconds it adds (cumulative time of what it imports first) and those seconds by
+    top-level package of the modules it imported (self times summed, so the parts add up; the instrumentation
+    itself adds a little)."""
+    roots = ("torch", "lightning", "lit_regression.cli")
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "; ".join(f"import {r}" for r in roots)],
+                          capture_output=True, text=True, cwd=ROOT)
+    pending: list[tuple[int, list[tuple[str, int]]]] = []  # importtime lists children before their parent
+    result: dict[str, dict] = {}
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( +)(\S+)", line)
+        if not m:
+            continue
+        depth, name = len(m.group(3)), m.group(4)
+        subtree = [(name, int(m.group(1)))]
+        while pending and pending[-1][0] > depth:
+            subtree += pending.pop()[1]
+        pending.append((depth, subtree))
+        if name in roots and depth == 1:
+            by_package: dict[str, float] = {}
+            for module, self_us in subtree:
+                package = module.split(".")[0]
+                by_package[package] = by_package.get(package, 0.0) + self_us / 1e6
+            result[name] = {"seconds": sum(by_package.values()),
+                            "by_package": dict(sorted(by_package.items(), key=lambda kv: -kv[1]))}
+    return result
+
+
+def figure_whole_process(report: Report, cfg: dict, device: str = "cpu", label: str = "") -> None:
+    epochs = cfg["process_epochs"]
+    print(f"\n[2{label}] whole process, {epochs} epochs ({device}), {cfg['process_reps']} repetitions", flush=True)
+    py = sys.executable
+    dev = ["--device", device]
+    policy = policy_for(cfg, device)
+    every = ["--every-n-epochs", str(policy["every_n_epochs"])]
+    every += ["--last", policy["last"]]
+    every += [] if policy["best_checkpoints"] else ["--no-best-checkpoints"]
+    commands = {
+        "lit-regression": lambda root: lit_command(root, None if epochs == 1000 else epochs, device),
+        "plain+bookkeeping": lambda root: [py, str(PLAIN_LINE), "--epochs", str(epochs), "--bookkeeping",
+                                           "--root", root, *every, *dev],
+        "plain bare": lambda root: [py, str(PLAIN_LINE), "--epochs", str(epochs), *dev],
+    }
+    imports = {
+        "python": [py, "-c", "pass"],
+        "import torch": [py, "-c", "import torch"],
+        "import lightning": [py, "-c", "import lightning"],
+        "import lit_regression.cli": [py, "-c", "import lit_regression.cli"],
+    }
+    if cfg.get("skip_cli_import"):
+        del imports["import lit_regression.cli"]
+    times = {name: [] for name in [*commands, *imports]}
+    for rep in range(cfg["process_reps"]):
+        for name in rotated(list(commands), rep):
+            root = tempfile.mkdtemp(prefix="bench_proc_")
+            times[name].append(run_process(commands[name](root)))
+            shutil.rmtree(root, ignore_errors=True)
+    for rep in range(cfg["import_reps"]):
+        for name in rotated(list(imports), rep):
+            times[name].append(run_process(imports[name]))
+    lit, book, bare = times["lit-regression"], times["plain+bookkeeping"], times["plain bare"]
+    reps = cfg["process_reps"]
+    ratio_book = median([lit[i] / book[i] for i in range(reps)])
+    ratio_bare = median([lit[i] / bare[i] for i in range(reps)])
+    med = {name: median(v) for name, v in times.items()}
+    if not times.get("import lit_regression.cli"):
+        med["import lit_regression.cli"] = float("nan")
+    report.note(f"seconds (median): lit-regression {med['lit-regression']:.2f}, plain+bookkeeping "
+                f"{med['plain+bookkeeping']:.2f}, plain bare {med['plain bare']:.2f}")
+    report.note("seconds (median): " + ", ".join(f"{name} {med[name]:.2f}" for name in imports))
+    gap = med["lit-regression"] - med["plain+bookkeeping"]
+    lightning_import = med["import lightning"] - med["import torch"]
+    cli_import = med["import lit_regression.cli"] - med["import torch"]
+    share = (lambda part: f"{100 * part / gap:.0f}% of that gap") if gap > 0 else (lambda part: "no gap")
+    text = (f"lit-regression takes {gap:.2f}s more than plain+bookkeeping; importing lightning costs "
+            f"{lightning_import:.2f}s on top of torch ({share(lightning_import)})")
+    if cli_import == cli_import:  # not nan
+        text += f", all imports of lit_regression.cli {cli_import:.2f}s on top of torch ({share(cli_import)})"
+    report.note(text)
+    breakdown = {}
+    if not label and not cfg.get("skip_importtime"):  # the imports are the same on a GPU machine
+        breakdown = import_breakdown()
+        for name, part in breakdown.items():
+            top = ", ".join(f"{k} {v:.2f}" for k, v in list(part["by_package"].items())[:7])
+            report.note(f"-X importtime: import {name} adds {part['seconds']:.2f}s, by package: {top}")
+    report.row(f"{label}whole process vs plain_line.py --bookkeeping", ratio_book, "<= 2.5",
+               note="" if epochs == 1000 else f"{epochs} epochs")
+    report.row(f"{label}whole process vs bare plain_line.py", ratio_bare, None)
+    report.row(f"{label}import lightning on top of import torch", lightning_import, None, unit="s")
+    report.details[f"whole_process{label}"] = {"device": device, "epochs": epochs, "seconds": times,
+                                               "import_breakdown_s": breakdown}
+
+
+# --- figure 3: big-data throughput ------------------------------------------------------------------------------
+def figure_throughput(report: Report, cfg: dict, device: str = "cpu", label: str = "") -> None:
+    rows, features, batch, epochs = cfg["rows"], cfg["features"], cfg["batch"], cfg["big_epochs"]
+    print(f"\n[3{label}] throughput, {rows:,} x {features} float32, batch {batch:,}, shuffled, {epochs} epochs "
+          f"(first left out), {cfg['big_reps']} repetitions ({device})", flush=True)
+    x, y = bigdata.make_data(rows, features)
+    on_device = ON_DEVICE
+    runs = {
+        "lightning": lambda: bigdata.lightning_epochs(rows, features, batch, epochs, device, on_device=on_device),
+        "plain": lambda: bigdata.plain_epochs(x, y, batch, epochs, device),
+    }
+    rate = {"lightning": [], "plain": [], "dataloader": []}
+    for rep in range(cfg["big_reps"]):
+        for name in rotated(list(runs), rep):
+            rate[name].append(rows / median(runs[name]()[1:]))
+        rate["dataloader"].append(bigdata.dataloader_rows_per_s(x, y, batch, cfg["dl_batches"], device))
+    ratio_plain = median([a / b for a, b in zip(rate["lightning"], rate["plain"])])
+    ratio_dl = median([a / b for a, b in zip(rate["lightning"], rate["dataloader"])])
+    report.note(f"rows/s (median): lightning {median(rate['lightning']):,.0f}, plain {median(rate['plain']):,.0f}, "
+                f"DataLoader(TensorDataset) {median(rate['dataloader']):,.0f} (on {cfg['dl_batches']} batches)")
+    report.row(f"{label}throughput: fit with TensorBatches vs plain in-memory loop", ratio_plain, ">= 0.9")
+    report.row(f"{label}throughput: fit with TensorBatches vs DataLoader(TensorDataset)", ratio_dl, ">= 30")
+    report.details[f"throughput{label}"] = {"device": device, "rows": rows, "features": features, "batch": batch,
+                                            "epochs": epochs, "rows_per_s": rate}
+    del x, y
+
+
+# --- main -------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    global ON_DEVICE
+    parser = argparse.ArgumentParser(description="lit_regression benchmarks (issue 7)")
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run (smaller sizes, fewer repetitions)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--only", nargs="+", choices=["epoch", "process", "throughput", "gpu"],
+                        help="run only these figures")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads, here and in the subprocesses "
+                        "(default: torch's choice). On a small machine shared with other work, 1 avoids stalls "
+                        "of parallel regions whose second thread is not scheduled")
+    parser.add_argument("--gpu-device", default="cuda", help=argparse.SUPPRESS)  # 'cpu' exercises the GPU path
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    cfg = dict(QUICK if args.quick else FULL)
+    only = set(args.only or ["epoch", "process", "throughput", "gpu"])
+    quiet()
+    start = time.perf_counter()
+    info = machine()
+    print("lit_regression benchmarks" + (" (--quick)" if args.quick else ""))
+    print(f"machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable, torch uses "
+          f"{info['torch_threads']} threads), load average {', '.join(f'{v:.2f}' for v in info['load_average'] or [])}")
+    print(f"python {info['python']}, torch {info['torch']}, lightning {info['lightning']}, torchmetrics "
+          f"{info['torchmetrics']}, GPU: {info['cuda'] or 'none'}")
+    report = Report()
+    figures = [("epoch", figure_per_epoch), ("process", figure_whole_process), ("throughput", figure_throughput)]
+    for key, figure in figures:
+        if key in only:
+            try:
+                figure(report, cfg, "cpu")
+            except Exception as err:  # noqa: BLE001 - a report: say what broke and go on
+                report.row(f"{key}: error", float("nan"), None, note=f"{type(err).__name__}: {err}"[:300])
+    if "gpu" in only:
+        gpu = args.gpu_device
+        if gpu.startswith("cuda") and not torch.cuda.is_available():
+            print("\n[4] GPU figures: skipped, torch.cuda.is_available() is False on this machine")
+            report.row("GPU figures (1-3 with on_device=True)", None, None, note="no CUDA device")
+        else:
+            print(f"\n[4] the same figures on {gpu}, data on the device (on_device=True)")
+            ON_DEVICE = True
+            for key, figure in figures:
+                if key in only:
+                    try:
+                        figure(report, cfg, gpu, label="GPU ")
+                    except Exception as err:  # noqa: BLE001
+                        report.row(f"GPU {key}: error", float("nan"), None, note=f"{type(err).__name__}: {err}"[:300])
+    elapsed = time.perf_counter() - start
+    print(f"\nResults ({'quick' if args.quick else 'full'} run, {elapsed:.0f}s; ratios are medians of "
+          "interleaved repetitions):\n")
+    print(report.table())
+    failed = [r["figure"] for r in report.rows if r["status"] in ("FAIL", "error")]
+    print(f"\n{len(failed)} figure(s) miss their target or failed" + (": " + "; ".join(failed) if failed else ""))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({
+            "quick": args.quick, "threads": args.threads, "seconds": elapsed, "machine": info,
+            "settings": {k: v for k, v in cfg.items() if not k.startswith("_")}, "checkpoint_policy": cfg.get("_policies"), "rows": report.rows,
+            "notes": report.notes, "details": report.details}, indent=2, default=str))
+        print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception:  # noqa: BLE001 - a report: say what broke, exit 0 all the same
+        import traceback
+
+        traceback.print_exc()
+        print("benchmarks/run.py: the benchmark itself failed (see above)")
+        sys.exit(0)
