@@ -355,11 +355,13 @@ def ablate(epochs: int, skip: int, reps: int, names: list[str] | None) -> None:
     for name, c in costs.items():
         r_base = statistics.median([a / b for a, b in zip(c, base)])
         r_plain = statistics.median([a / b for a, b in zip(c, ref)])
-        policy = policies.get(name, base_policy)
-        own = next(costs[k] for k, v in references.items() if v == policy)
-        r_own = statistics.median([a / b for a, b in zip(c, own)])
         saved = 1e3 * (statistics.median(base) - statistics.median(c))
-        print(f"{1e3 * statistics.median(c):9.2f} {saved:8.2f} {r_base:16.2f} {r_plain:8.2f} {r_own:21.2f}  {name}")
+        if name in references:  # a reference itself
+            own_text = "-"
+        else:
+            own = costs[next(k for k, v in references.items() if v == policies[name])]
+            own_text = f"{statistics.median([a / b for a, b in zip(c, own)]):.2f}"
+        print(f"{1e3 * statistics.median(c):9.2f} {saved:8.2f} {r_base:16.2f} {r_plain:8.2f} {own_text:>21}  {name}")
 
 
 # --- one checkpoint write ---------------------------------------------------------------------------------------

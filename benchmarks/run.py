@@ -207,9 +207,7 @@ def checkpoint_policy(device: str = "cpu", epochs: int = 25, extra: tuple[str, .
         every_n, last_mode = last[1] - last[0], "every"
     elif best:
         every_n, last_mode = best[0] + 1, "with_best" if last else "never"
-    elif last:  # a single last.ckpt: at the end of training only (save_top_k 0, no period)
-        every_n, last_mode = 0, "never"
-    else:
+    else:  # nothing, or a single last.ckpt at the end of training (save_top_k 0, no period): no per-epoch writes
         every_n, last_mode = 0, "never"
     return {"last": last_mode, "every_n_epochs": every_n, "best_checkpoints": bool(best)}
 
