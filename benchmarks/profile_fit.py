@@ -9,8 +9,8 @@ save: ``.venv/bin/python benchmarks/profile_fit.py [--instrument] [--ablate] [--
   fit and the plain loop with the same bookkeeping (benchmarks/plain_line.py), as ratios. Measured inside each
   fit (trimmed mean of the start-to-start epoch durations after the first ``--skip`` epochs), which is less
   sensitive to other processes' load than whole-fit differences.
-* ``--io``: milliseconds of one checkpoint write: ``AtomicCheckpointIO`` (temporary file, fsync, rename, fsync
-  of the folder) against ``torch.save``, on the CLI's real checkpoint dict.
+* ``--io``: milliseconds of one checkpoint write: ``atomic_torch_save`` (temporary file, rename), the same with
+  ``fsync`` before the rename, and ``torch.save``, on the CLI's real checkpoint dict.
 * ``--cprofile``: cProfile of the same N1/N2 fits, per-epoch difference per function (cProfile's overhead
   inflates Python-heavy code about two-fold: use it to find names, the timers for sizes).
 """
@@ -84,7 +84,7 @@ def install_timers() -> Timers:
     import torchmetrics
     from lightning.pytorch import LightningModule, Trainer
     from lightning.pytorch.core.optimizer import LightningOptimizer
-    from lightning.pytorch.loggers import TensorBoardLogger
+    from lit_regression.logger import RunLogger
     from lightning.pytorch.loops.evaluation_loop import _EvaluationLoop
     from lightning.pytorch.loops.fetchers import _PrefetchDataFetcher
     from lightning.pytorch.loops.fit_loop import _FitLoop
@@ -121,15 +121,15 @@ def install_timers() -> Timers:
     w(_EvaluationLoop, "_on_evaluation_start", "val: on_validation_start hooks", 3)
     w(_EvaluationLoop, "_on_evaluation_epoch_start", "val: on_validation_epoch_start hooks", 3)
     w(_EvaluationLoop, "_evaluation_step", "val: validation_step (+ batch hooks)", 3)
-    w(_EvaluationLoop, "_on_evaluation_epoch_end", "val: on_validation_epoch_end (our metrics + self.log)", 3)
+    w(_EvaluationLoop, "_on_evaluation_epoch_end", "val: on_validation_epoch_end (our metrics, logged)", 3)
     w(_EvaluationLoop, "on_run_end", "val: on_run_end (logger, on_validation_end hooks, model.train())", 3)
     w(_LoggerConnector, "log_eval_end_metrics", "val: logger connector log_eval_end_metrics", 4)
     w(_EvaluationLoop, "_on_evaluation_end", "val: on_validation_end hooks", 4)
     w(_EvaluationLoop, "_on_evaluation_model_train", "val: back to train mode (model.train())", 4)
     w(_EvaluationLoop, "_on_evaluation_model_eval", "val: model.eval()", 3)
     w(_FitLoop, "on_advance_end", "fit loop: epoch end (on_train_epoch_end: our metrics, checkpoint, logger)", 0)
-    w(LitModel, "_log_epoch", "LitModel._log_epoch (metric compute/reset + log_dict), train and val", 1)
-    w(LightningModule, "log_dict", "LightningModule.log_dict", 2)
+    w(LitModel, "_log_epoch", "LitModel._log_epoch (metric compute/reset, logging), train and val", 1)
+    w(LightningModule, "log_dict", "LightningModule.log_dict (validate/test only)", 2)
     w(_ResultCollection, "log", "_ResultCollection.log (self.log storage)", 3)
     w(_ResultMetric, "to", "_ResultMetric.to (apply_to_collection over its __dict__)", 4)
     w(_ResultCollection, "update_metrics", "_ResultCollection.update_metrics", 4)
@@ -138,7 +138,7 @@ def install_timers() -> Timers:
     w(_LoggerConnector, "update_eval_epoch_metrics", "logger connector: eval epoch metrics", 1)
     w(_LoggerConnector, "update_train_epoch_metrics", "logger connector: train epoch metrics", 1)
     w(_LoggerConnector, "update_train_step_metrics", "logger connector: train step metrics (log_every_n_steps)", 1)
-    w(TensorBoardLogger, "log_metrics", "TensorBoardLogger.log_metrics (add_scalar)", 2)
+    w(RunLogger, "log_metrics", "RunLogger.log_metrics (one TensorBoard event)", 2)
     w(mc.ModelCheckpoint, "on_validation_end", "ModelCheckpoint.on_validation_end (top-k + last)", 1)
     for name in dir(ck):  # lit_regression's own checkpoint callback, if it overrides the hook
         cls = getattr(ck, name)
@@ -151,7 +151,7 @@ def install_timers() -> Timers:
     w(ck.RandomState, "state_dict", "RandomState.state_dict (ours)", 4)
     w(Strategy, "save_checkpoint", "strategy.save_checkpoint -> CheckpointIO", 3)
     w(ck, "atomic_torch_save", "atomic_torch_save (ours)", 4)
-    w(os, "fsync", "os.fsync (file and folder)", 5)
+    w(os, "fsync", "os.fsync (only with fsync=True)", 5)
     w(os, "replace", "os.replace", 5)
     w(mc.ModelCheckpoint, "_remove_checkpoint", "ModelCheckpoint._remove_checkpoint", 2)
     w(mc.ModelCheckpoint, "_monitor_candidates", "ModelCheckpoint._monitor_candidates", 2)
@@ -206,69 +206,18 @@ ABLATIONS = {
     "--checkpoint.save_top_k 0 --checkpoint.save_last false": ("--checkpoint.save_top_k", "0",
                                                                "--checkpoint.save_last", "false"),
     "--trainer.enable_checkpointing false": ("--trainer.enable_checkpointing", "false"),
-    "plain CheckpointIO (no fsync)": ("--trainer.plugins", "lightning.fabric.plugins.io.torch_io.TorchCheckpointIO"),
+    "Lightning's TorchCheckpointIO (not atomic)": ("--trainer.plugins",
+                                                   "lightning.fabric.plugins.io.torch_io.TorchCheckpointIO"),
+    "AtomicCheckpointIO with fsync": ("--trainer.plugins", "lit_regression.checkpointing.AtomicCheckpointIO",
+                                      "--trainer.plugins.fsync", "true"),
     "--trainer.check_val_every_n_epoch 10 (changes the run)": ("--trainer.check_val_every_n_epoch", "10"),
     "logger off + save_last false + log_every_n_steps 50": ("--trainer.logger", "false", "--checkpoint.save_last",
                                                             "false", "--trainer.log_every_n_steps", "50"),
-    "PROTOTYPE lean _log_epoch (self.log the loss only)": ("@lean_log",),
-    "PROTOTYPE Lightning _ResultMetric.to skipped on same device": ("@result_to",),
-    "PROTOTYPE lean _log_epoch + --checkpoint.every_n_epochs 10": ("@lean_log", "--checkpoint.every_n_epochs", "10"),
-    "PROTOTYPE lean _log_epoch + --checkpoint.save_last false": ("@lean_log", "--checkpoint.save_last", "false"),
 }
 
 
-# --- prototypes of code changes (monkeypatches, applied to one variant's fits only) ------------------------------
-def _lean_log_epoch(self, stage: str) -> None:
-    """``LitModel._log_epoch`` that hands only ``{stage}_loss`` to ``self.log`` (the checkpoint monitor and the
-    progress need it) and writes the other metrics to the logger and ``trainer.callback_metrics`` directly."""
-    loss, metrics = self.stage_losses[f"{stage}_loss"], self.stage_metrics[f"{stage}_metrics"]
-    if not loss.update_called:
-        return
-    name = f"{stage}_loss"
-    values = {name: loss.compute(), **metrics.compute()}
-    loss.reset()
-    metrics.reset()
-    self.log(name, values.pop(name), on_step=False, on_epoch=True, sync_dist=True)
-    self.trainer.callback_metrics.update(values)
-    if self.logger is not None and not self.trainer.sanity_checking:
-        self.logger.log_metrics({k: float(v) for k, v in values.items()}, step=self.trainer.global_step)
-
-
-def _patch(kind: str):
-    """Apply a prototype; returns the function that undoes it."""
-    if kind == "@lean_log":
-        from lit_regression.models.base import LitModel
-
-        original = LitModel.__dict__["_log_epoch"]
-        LitModel._log_epoch = _lean_log_epoch
-        return lambda: setattr(LitModel, "_log_epoch", original)
-    if kind == "@result_to":
-        import torch
-        from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultMetric
-
-        original = _ResultMetric.__dict__["to"]
-
-        def to(self, *args, **kwargs):
-            device = args[0] if args else kwargs.get("device")
-            value = self.__dict__.get("value")
-            if device is not None and isinstance(value, torch.Tensor) and value.device == torch.device(device):
-                return self
-            return original(self, *args, **kwargs)
-
-        _ResultMetric.to = to
-        return lambda: setattr(_ResultMetric, "to", original)
-    raise ValueError(kind)
-
-
 def _run_variant(extra: tuple[str, ...], fn):
-    patches = [a for a in extra if a.startswith("@")]
-    args = tuple(a for a in extra if not a.startswith("@"))
-    undo = [_patch(kind) for kind in patches]
-    try:
-        return fn(args)
-    finally:
-        for u in reversed(undo):
-            u()
+    return fn(extra)
 
 
 class EpochStarts:
@@ -377,7 +326,9 @@ def io_cost(reps: int = 200) -> None:
         checkpoint = torch.load(path, weights_only=True)
         size = path.stat().st_size
         target = os.path.join(root, "x.ckpt")
-        writers = {"atomic_torch_save (tmp, fsync, rename, fsync dir)": lambda: atomic_torch_save(checkpoint, target),
+        writers = {"atomic_torch_save (temporary file, rename)":
+                   lambda: atomic_torch_save(checkpoint, target, fsync=False, clean=False),
+                   "atomic_torch_save with fsync": lambda: atomic_torch_save(checkpoint, target, clean=False),
                    "torch.save": lambda: torch.save(checkpoint, target)}
         times = {k: [] for k in writers}
         for _ in range(reps):

@@ -1,8 +1,9 @@
 """Batches cut from tensors held in memory.
 
 A ``DataLoader`` over a ``TensorDataset`` indexes and collates one sample at a time, which costs more than the
-model itself for small regressions. ``TensorBatches`` slices whole batches out of the tensors instead (after one
-permutation per epoch when shuffling) and shards the rows across processes the way ``DistributedSampler`` does.
+model itself for small regressions. ``TensorBatches`` slices whole batches out of the tensors instead (or, when
+shuffling, gathers each batch's rows of a new permutation per epoch with one ``index_select``) and shards the
+rows across processes the way ``DistributedSampler`` does.
 """
 
 from __future__ import annotations
@@ -95,10 +96,15 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         rows = self._rows()
         tensors = self.tensors
-        if rows is not None:
-            rows = rows.to(tensors[0].device)
-            tensors = tuple(t.index_select(0, rows) for t in tensors)
-        n = len(tensors[0])
-        size = n if self.batch_size is None else self.batch_size
-        for start in range(0, n, max(size, 1)):
-            yield tuple(t[start : start + size] for t in tensors)
+        n = len(tensors[0]) if rows is None else len(rows)
+        size = max(n if self.batch_size is None else self.batch_size, 1)
+        if rows is None:
+            for start in range(0, n, size):
+                yield tuple(t[start : start + size] for t in tensors)
+            return
+        # gathered batch by batch: half the time of permuting the whole tensors first (each batch is written
+        # while it is in cache, and used at once) and no second copy of the data in memory
+        rows = rows.to(tensors[0].device)
+        for start in range(0, n, size):
+            index = rows[start : start + size]
+            yield tuple(t.index_select(0, index) for t in tensors)

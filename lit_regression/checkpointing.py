@@ -1,8 +1,8 @@
 """Checkpoints that survive a crash and resume exactly.
 
-* :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file in the target's folder, fsyncs it and
-  renames it over the target with ``os.replace``: a process killed during a write leaves the previous
-  ``last.ckpt`` in place, never a truncated one.
+* :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file in the target's folder and renames it
+  over the target with ``os.replace``: a process killed during a write leaves the previous ``last.ckpt`` in
+  place, never a truncated one (``fsync=True`` also flushes each file to the disk before the rename).
 * :class:`ResumableCheckpoint` (the CLI's ``--checkpoint``) writes ``last.ckpt`` at the end of every epoch, not
   only when ``val_loss`` improved, and makes ``save_last="link"`` atomic too.
 * :class:`RandomState` keeps the global random states (torch, numpy, python) in the checkpoint and puts them
@@ -85,20 +85,25 @@ def _remove_stale_temporaries(folder: str, name: str) -> None:
             pass
 
 
-def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save(obj, path)`` such that ``path`` holds either its old content or the complete new one."""
+def atomic_torch_save(obj: Any, path: str, fsync: bool = True, clean: bool = True) -> None:
+    """``torch.save(obj, path)`` such that ``path`` holds either its old content or the complete new one.
+
+    ``fsync`` flushes the new file to the disk before the rename (survives a power failure, not only a killed
+    process); ``clean`` first removes temporary files of ``path`` that killed writers left behind."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
     os.makedirs(folder, exist_ok=True)
-    _remove_stale_temporaries(folder, name)
+    if clean:
+        _remove_stale_temporaries(folder, name)
     # a hidden name that does not end in .ckpt, so that no checkpoint search ever picks it up
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it private; a checkpoint gets the usual permissions
         os.replace(tmp, path)
     except BaseException:
@@ -110,16 +115,30 @@ def atomic_torch_save(obj: Any, path: str) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` whose local writes are atomic: temporary file in the same folder, ``fsync``,
-    ``os.replace``. Lightning's own writer goes through a temporary file in the system's temp folder and
-    ``shutil.move``, which copies (not renames) where that is another file system, without fsync. The folder is
-    not fsynced after the rename (it costs as much again): after a power failure the folder may show the previous
-    checkpoint, complete, never a torn one. Remote paths (``s3://`` ...) are left to Lightning."""
+    """``TorchCheckpointIO`` whose local writes are atomic: temporary file in the same folder, then ``os.replace``.
+    Lightning's own writer goes through a temporary file in the system's temp folder and ``shutil.move``, which
+    copies (not renames) where that is another file system. Remote paths (``s3://`` ...) are left to Lightning.
+
+    Args:
+        fsync: also flush every checkpoint to the disk before the rename, so that a power failure (not only a
+            killed process) leaves a complete file. Off by default, as in ``torch.save`` and Lightning: the CLI
+            writes ``last.ckpt`` after every epoch, and on the seed data one ``fsync`` costs about as much as the
+            rest of the epoch (``benchmarks/profile_fit.py --io``). Turn it on with
+            ``--trainer.plugins lit_regression.checkpointing.AtomicCheckpointIO --trainer.plugins.fsync true``.
+    """
+
+    def __init__(self, fsync: bool = False) -> None:
+        super().__init__()
+        self.fsync = fsync
+        self._cleaned: set[str] = set()  # folders whose stale temporaries were removed by this writer
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None or not _is_local(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        atomic_torch_save(checkpoint, str(path).removeprefix("file://"))
+        path = str(path).removeprefix("file://")
+        clean = path not in self._cleaned
+        atomic_torch_save(checkpoint, path, fsync=self.fsync, clean=clean)
+        self._cleaned.add(path)
 
 
 def with_atomic_io(plugins) -> list:
@@ -148,14 +167,32 @@ class ResumableCheckpoint(ModelCheckpoint):
     :class:`AtomicCheckpointIO`."""
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
+        """``ModelCheckpoint.on_train_epoch_end`` (top-k, and ``last`` along with it), then ``last.ckpt`` if it
+        was not written yet at this step; with one set of monitor candidates for both."""
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        due = self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
+        at_epoch_end = self._should_save_on_train_epoch_end(trainer)
+        if not ((at_epoch_end and (due or self.save_last == "link")) or (self.save_last is True and due)):
+            return
+        candidates = self._monitor_candidates(trainer)
+        if at_epoch_end and due:
+            self._save_topk_checkpoint(trainer, candidates)
         if (
-            self.save_last is True
-            and not self._should_skip_saving_checkpoint(trainer)  # includes "already saved at this step"
-            and self._every_n_epochs >= 1
-            and (trainer.current_epoch + 1) % self._every_n_epochs == 0
+            self._last_global_step_saved == trainer.global_step  # a top-k checkpoint was written: last goes with it
+            or (at_epoch_end and self.save_last == "link" and self._last_checkpoint_saved)
+            or (self.save_last is True and due)
         ):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._save_last_checkpoint(trainer, candidates)
+
+    def _monitor_candidates(self, trainer) -> dict[str, Any]:
+        """``ModelCheckpoint._monitor_candidates`` with each tensor cloned instead of the whole dict deep-copied
+        (the same values, at a tenth of the cost)."""
+        candidates = {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in trainer.callback_metrics.items()}
+        epoch, step = candidates.get("epoch"), candidates.get("step")
+        candidates["epoch"] = epoch.int() if torch.is_tensor(epoch) else torch.tensor(trainer.current_epoch)
+        candidates["step"] = step.int() if torch.is_tensor(step) else torch.tensor(trainer.global_step)
+        return candidates
 
     @staticmethod
     def _link_checkpoint(trainer, filepath: str, linkpath: str) -> None:
@@ -186,11 +223,13 @@ class RandomState(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         kind, keys, pos, has_gauss, cached = np.random.get_state()
+        version, internal, gauss = random.getstate()
         state = {
             "torch": torch.get_rng_state(),
             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-            "python": random.getstate(),
+            # python's 625 state words as one tensor: pickling them one by one costs more than the model's weights
+            "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state_all()
@@ -207,7 +246,10 @@ class RandomState(Callback):
         n = state["numpy"]
         np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                              n["cached_gaussian"]))
-        version, internal, gauss = state["python"]
+        python = state["python"]
+        if isinstance(python, dict):
+            python = (python["version"], tuple(int(v) for v in python["internal"].tolist()), python["gauss"])
+        version, internal, gauss = python  # older checkpoints: random.getstate() as it is
         random.setstate((version, tuple(internal), gauss))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])

@@ -335,6 +335,20 @@ def test_finite_check_and_atomic_writer_are_registered(tmp_path):
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
+@pytest.mark.parametrize("fsync", [False, True])
+def test_fsync_before_the_rename_is_opt_in(fsync, tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    extra = ["--trainer.plugins", "lit_regression.checkpointing.AtomicCheckpointIO", "--trainer.plugins.fsync",
+             "true"] if fsync else []
+    cli = run_cli("fit", *LINE, "--trainer.max_epochs", "3", "--plots.enabled", "false", *extra, root=tmp_path)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    writes = len(list((versions(tmp_path)[0] / "checkpoints").iterdir()))
+    assert len(synced) == (3 + 3 if fsync else 0)  # last.ckpt and the best epoch's, at every one of 3 epochs
+    assert writes == 2
+
+
 # --- 3./4. unsafe and unsuitable checkpoints; 5. config mistakes ----------------------------------------------
 FIT = ["fit", *LINE, "--trainer.max_epochs", "1"]
 BAD_INPUTS = [

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_breast_cancer
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 
+# scikit-learn is imported where it is used: it imports pandas, half a second of every start-up
 from lit_regression.datamodules.base import TensorDataModule, split_counts
 
 N_ROWS = 569
@@ -32,6 +30,7 @@ class BreastCancerDataModule(TensorDataModule):
 
     @property
     def feature_names(self) -> tuple[str, ...]:
+        from sklearn.datasets import load_breast_cancer
         return tuple(str(name) for name in load_breast_cancer().feature_names)
 
     @property
@@ -39,6 +38,9 @@ class BreastCancerDataModule(TensorDataModule):
         return [0, 1]
 
     def make_splits(self) -> dict[str, tuple[torch.Tensor, ...]]:
+        from sklearn.datasets import load_breast_cancer
+        from sklearn.model_selection import train_test_split
+        from sklearn.preprocessing import StandardScaler
         data = load_breast_cancer()
         rows = np.arange(len(data.target))
         train, val = train_test_split(rows, test_size=self.n_val, random_state=self.seed)

@@ -6,8 +6,8 @@ from typing import Literal
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
+# scikit-learn is imported where it is used: it imports pandas, half a second of every start-up
 from lit_regression.datamodules.base import TensorDataModule, check_positive, split_counts
 from lit_regression.errors import InputError
 
@@ -76,6 +76,7 @@ class LineDataModule(TensorDataModule):
             y = y + self.hparams.noise * torch.randn(y.shape, generator=generator)
         rows = torch.arange(len(x))
         if self.hparams.split == "random" and self.n_val > 0:
+            from sklearn.model_selection import train_test_split
             train, val = train_test_split(np.arange(len(x)), test_size=self.n_val, random_state=self.seed)
             train, val = torch.as_tensor(train), torch.as_tensor(val)
         else:

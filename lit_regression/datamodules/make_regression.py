@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import make_regression
-from sklearn.model_selection import train_test_split
 
+# scikit-learn is imported where it is used: it imports pandas, half a second of every start-up
 from lit_regression.datamodules.base import TensorDataModule, check_positive, split_counts
 from lit_regression.errors import InputError
 
@@ -51,6 +50,8 @@ class MakeRegressionDataModule(TensorDataModule):
 
     def make_splits(self) -> dict[str, tuple[torch.Tensor, ...]]:
         h = self.hparams
+        from sklearn.datasets import make_regression
+        from sklearn.model_selection import train_test_split
         x, y, coef = make_regression(
             n_samples=h.n_samples,
             n_features=h.n_features,

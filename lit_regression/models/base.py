@@ -71,20 +71,43 @@ class LitModel(L.LightningModule):
             loss = loss + self.hparams.l1 * sum(p.abs().sum() for n, p in self.named_parameters() if "bias" not in n)
         return loss
 
+    def _epoch_values(self, stage: str) -> dict[str, torch.Tensor] | None:
+        """The stage's loss and metrics over the epoch's batches (``None`` if it had none); resets them."""
+        loss, metrics = self.stage_losses[f"{stage}_loss"], self.stage_metrics[f"{stage}_metrics"]
+        if not loss.update_called:
+            return None
+        values = {f"{stage}_loss": loss.compute(), **metrics.compute()}
+        loss.reset()
+        metrics.reset()
+        return values
+
     def _log_epoch(self, stage: str) -> None:
         """Log the stage's epoch loss and metrics once, as ``{stage}_loss``, ``{stage}_<metric>``.
 
         The torchmetrics objects accumulate over the epoch's batches (weighted by rows) and sync across
-        processes in ``compute()``; logging their values once per epoch, instead of handing the metric objects to
-        ``self.log`` at every step, keeps Lightning's per-step logging machinery out of the hot loop.
+        processes in ``compute()``, so the values are final here. ``validate`` and ``test`` hand them to
+        ``self.log`` (Lightning returns and prints them). During ``fit`` they go straight to
+        ``trainer.callback_metrics`` (what checkpointing, early stopping and the callbacks read) and to the
+        loggers, at the step and with the ``epoch`` key that Lightning's own logging uses (the epoch's last
+        optimizer step, counted from 0, for train and validation values alike): ``self.log`` stores
+        every value in a result collection, moves and reduces it, and costs ~0.3 ms per key, more than a whole
+        training step on the seed data (benchmarks/README.md).
         """
-        loss, metrics = self.stage_losses[f"{stage}_loss"], self.stage_metrics[f"{stage}_metrics"]
-        if not loss.update_called:
+        values = self._epoch_values(stage)
+        if values is None:
             return
-        values = {f"{stage}_loss": loss.compute(), **metrics.compute()}
-        loss.reset()
-        metrics.reset()
-        self.log_dict(values, on_step=False, on_epoch=True, sync_dist=True)  # already synced: a no-op mean
+        trainer = self.trainer
+        if trainer.state.fn != "fit":
+            self.log_dict(values, on_step=False, on_epoch=True, sync_dist=True)  # already synced: a no-op mean
+            return
+        trainer.callback_metrics.update(values)
+        if trainer.sanity_checking or not trainer.loggers:  # Lightning logs nothing from the sanity check either
+            return
+        scalars = {name: value.item() for name, value in values.items()}
+        scalars["epoch"] = trainer.current_epoch
+        step = max(trainer.global_step - 1, 0)
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=step)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
