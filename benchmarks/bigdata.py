@@ -5,12 +5,14 @@ Three ways to feed the same training steps, each timed per epoch (the time betwe
 epochs, so that everything done between epochs counts; the first epoch is left out as warm-up):
 
 * ``lightning_epochs``: ``lit-regression fit`` (``LitRegressionCLI``, in this process) with ``LinearRegression``
-  and :class:`BenchRegressionDataModule`, a :class:`TensorDataModule` (so
+  (``train_metrics`` off unless asked: the plain loops compute the loss only) and
+  :class:`BenchRegressionDataModule`, a :class:`TensorDataModule` (so
   :class:`~lit_regression.batches.TensorBatches` serves the batches): logger, checkpoint callback and checkpoint
   writer, and the always-on callbacks are whatever the CLI configures (``--checkpoint.monitor null``: there is no
   held-out split, as in ``configs/make_regression.yaml``).
-* ``plain_epochs``: a plain loop that permutes the rows once per epoch (``index_select``) and slices batches, as
-  ``TensorBatches`` does, then steps the model.
+* ``plain_epochs``: a plain loop that permutes the rows once per epoch (``index_select`` of the whole data) and
+  slices batches, then steps the model; with ``per_batch=True`` it gathers each batch's rows of the permutation
+  instead, as ``TensorBatches`` does (about half the gathering time: each batch is written while in cache).
 * ``dataloader_rows_per_s``: ``DataLoader(TensorDataset(x, y), batch_size, shuffle=True)`` feeding the same
   plain steps, on a few batches only (it is orders of magnitude slower).
 """
@@ -40,8 +42,10 @@ def plain_model(features: int, device: str, lr: float = 0.01) -> tuple[nn.Module
 
 
 def plain_epochs(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int, device: str = "cpu",
-                 seed: int = 42) -> list[float]:
-    """Seconds of each epoch of a plain in-memory loop: one permutation per epoch, batches sliced out of it."""
+                 seed: int = 42, per_batch: bool = False) -> list[float]:
+    """Seconds of each epoch of a plain in-memory loop: one permutation per epoch, the data permuted with it and
+    batches sliced out (the usual way), or with ``per_batch`` each batch's rows gathered on their own (the way
+    ``TensorBatches`` does it)."""
     x, y = x.to(device), y.to(device)
     model, loss_fn, optimizer = plain_model(x.shape[1], device)
     n = len(x)
@@ -50,9 +54,14 @@ def plain_epochs(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int,
     for epoch in range(epochs):
         start = time.perf_counter()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).to(device)
-        xs, ys = x.index_select(0, order), y.index_select(0, order)
+        if not per_batch:
+            xs, ys = x.index_select(0, order), y.index_select(0, order)
         for i in range(0, n, batch_size):
-            xb, yb = xs[i : i + batch_size], ys[i : i + batch_size]
+            if per_batch:
+                rows = order[i : i + batch_size]
+                xb, yb = x.index_select(0, rows), y.index_select(0, rows)
+            else:
+                xb, yb = xs[i : i + batch_size], ys[i : i + batch_size]
             loss = loss_fn(model(xb), yb)
             optimizer.zero_grad()
             loss.backward()
@@ -128,11 +137,12 @@ class BenchRegressionDataModule(TensorDataModule):
 
 
 def lightning_epochs(rows: int, features: int, batch_size: int, epochs: int, device: str = "cpu",
-                     root: str | None = None, on_device: bool = False) -> list[float]:
+                     root: str | None = None, on_device: bool = False, train_metrics: bool = False) -> list[float]:
     """Seconds of each epoch of ``lit-regression fit`` (run in this process) with ``LinearRegression`` (MSE, SGD
     lr 0.01) on :class:`BenchRegressionDataModule`: everything as the CLI configures a run (logger, checkpoints,
     callbacks), except that the figures and the parameter report at the end of ``fit`` are off (they come after
-    the last epoch and are not timed; they would only make the benchmark slower)."""
+    the last epoch and are not timed; they would only make the benchmark slower). ``train_metrics`` is the
+    model's argument: off, the fit computes what the plain loops compute, the loss (and logs ``train_loss``)."""
     import lightning as L
 
     from lit_regression.cli import LitRegressionCLI
@@ -157,7 +167,7 @@ def lightning_epochs(rows: int, features: int, batch_size: int, epochs: int, dev
     accelerator = "gpu" if device.startswith("cuda") else "cpu"
     args = [
         "fit", "--model", "lit_regression.models.LinearRegression", "--model.init_args.loss", "mse",
-        "--model.init_args.lr", "0.01",
+        "--model.init_args.lr", "0.01", "--model.init_args.train_metrics", str(train_metrics).lower(),
         "--data", f"{module}.BenchRegressionDataModule", "--data.init_args.rows", str(rows),
         "--data.init_args.features", str(features), "--data.init_args.batch_size", str(batch_size),
         "--data.init_args.shuffle", "true", "--data.init_args.on_device", str(on_device).lower(),

@@ -186,6 +186,48 @@ def train(epochs: int, bookkeeping: bool = False, root: str | None = None, devic
     return result
 
 
+def train_bare_lightning(epochs: int, device: str = "cpu", seed: int = 42) -> dict:
+    """The maths of :func:`train` (no bookkeeping) as the smallest LightningModule and ``Trainer.fit``: no logger,
+    no checkpoints, no callbacks, no progress bar, full-batch tensors as the loaders. What Lightning's own loop
+    costs per epoch on top of the bare plain loop, whatever a module logs or saves (the floor under figure 1)."""
+    import lightning as L
+
+    class Full:  # one full batch per epoch
+        def __init__(self, *tensors: torch.Tensor) -> None:
+            self.tensors = tensors
+
+        def __iter__(self):
+            yield self.tensors
+
+        def __len__(self) -> int:
+            return 1
+
+    class Bare(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = nn.Linear(1, 1)
+            self.loss_fn = nn.L1Loss()
+
+        def training_step(self, batch, batch_idx):
+            return self.loss_fn(self.model(batch[0]), batch[1])
+
+        def validation_step(self, batch, batch_idx):
+            self.loss_fn(self.model(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    torch.manual_seed(seed)
+    x, y, xv, yv = line_data(device)
+    module = Bare()
+    trainer = L.Trainer(max_epochs=epochs, accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(module, train_dataloaders=Full(x, y), val_dataloaders=Full(xv, yv))
+    weight = module.model.weight.detach().reshape(-1)[0]
+    return {"weight": float(weight), "bias": float(module.model.bias.detach()[0])}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=1000)

@@ -22,6 +22,9 @@ class LitModel(L.LightningModule):
         lr: learning rate of the default optimizer, SGD. ``--optimizer`` on the command line replaces it.
         weight_decay: L2 penalty of the default optimizer.
         l1: strength of an L1 penalty on the weights (not the biases), added to the training loss.
+        train_metrics: also compute the metrics (``train_mae``, ``train_r2``, ``train_acc`` ...) on the training
+            batches; ``train_loss`` is logged either way. Off saves a metric update per training step, about 5% of
+            a step on 2,000,000 x 32 rows in batches of 65,536.
     """
 
     task = "regression"
@@ -33,6 +36,7 @@ class LitModel(L.LightningModule):
         lr: float = 0.01,
         weight_decay: float = 0.0,
         l1: float = 0.0,
+        train_metrics: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (("n_features", n_features), ("n_outputs", n_outputs), ("lr", lr)):
@@ -43,7 +47,8 @@ class LitModel(L.LightningModule):
                 raise InputError(f"model {name}={value!r} is invalid: expected a number >= 0")
         self.save_hyperparameters()
         metrics = self.make_metrics()
-        self.stage_metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}_") for s in STAGES})
+        stages = STAGES if train_metrics else tuple(s for s in STAGES if s != "train")
+        self.stage_metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}_") for s in stages})
         self.stage_losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})
 
     # --- for subclasses ---------------------------------------------------------------------------------------
@@ -66,19 +71,23 @@ class LitModel(L.LightningModule):
         outputs = self(x)
         loss = self.compute_loss(outputs, y)
         self.stage_losses[f"{stage}_loss"].update(loss.detach(), len(x))
-        self.stage_metrics[f"{stage}_metrics"].update(*self.metric_inputs(outputs.detach(), y))
+        if f"{stage}_metrics" in self.stage_metrics:
+            self.stage_metrics[f"{stage}_metrics"].update(*self.metric_inputs(outputs.detach(), y))
         if stage == "train" and self.hparams.l1 > 0:
             loss = loss + self.hparams.l1 * sum(p.abs().sum() for n, p in self.named_parameters() if "bias" not in n)
         return loss
 
     def _epoch_values(self, stage: str) -> dict[str, torch.Tensor] | None:
         """The stage's loss and metrics over the epoch's batches (``None`` if it had none); resets them."""
-        loss, metrics = self.stage_losses[f"{stage}_loss"], self.stage_metrics[f"{stage}_metrics"]
+        loss = self.stage_losses[f"{stage}_loss"]
         if not loss.update_called:
             return None
-        values = {f"{stage}_loss": loss.compute(), **metrics.compute()}
+        values = {f"{stage}_loss": loss.compute()}
         loss.reset()
-        metrics.reset()
+        if f"{stage}_metrics" in self.stage_metrics:
+            metrics = self.stage_metrics[f"{stage}_metrics"]
+            values.update(metrics.compute())
+            metrics.reset()
         return values
 
     def _log_epoch(self, stage: str) -> None:
