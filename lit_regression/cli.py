@@ -8,9 +8,10 @@ import os
 import pickle
 import sys
 import warnings
+from types import MethodType
 
 import torch
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, instantiate_class
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lit_regression.callbacks import ParameterReport, Plots, PredictionWriter
@@ -164,6 +165,24 @@ class LitRegressionCLI(LightningCLI):
             if ckpt_path != config.ckpt_path:
                 read_checkpoint(ckpt_path)  # refuses, with a message, what is unsafe or no checkpoint
                 config["ckpt_path"] = ckpt_path
+
+    def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:
+        """LightningCLI's, plus: ``--lr_scheduler`` without ``--optimizer`` schedules the model's own optimizer
+        (SGD with ``--model.lr``), where LightningCLI would leave the scheduler out without a word."""
+        super()._add_configure_optimizers_method_to_model(subcommand)
+        scheduler = self._get(self.config_init, "lr_scheduler")
+        if not scheduler or self._get(self.config_init, "optimizer"):
+            return
+        own = self.model.configure_optimizers
+
+        def configure_optimizers(model):
+            optimizer = own()
+            if not isinstance(optimizer, torch.optim.Optimizer):
+                raise InputError(f"lr_scheduler: {type(model).__name__}.configure_optimizers returns its own "
+                                 "schedule; give --optimizer too, or leave --lr_scheduler out")
+            return self.configure_optimizers(model, optimizer, instantiate_class(optimizer, scheduler))
+
+        self.model.configure_optimizers = MethodType(configure_optimizers, self.model)
 
     def instantiate_trainer(self, **kwargs):
         config = self._get(self.config_init, "trainer", default={})

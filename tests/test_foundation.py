@@ -78,3 +78,10 @@ def test_module_entry_point_runs():
 
 def test_configs_dir_has_default():
     assert (CONFIGS / "line_linear.yaml").is_file()
+
+
+def test_a_scheduler_without_optimizer_schedules_the_models_own(root):
+    cli = fit_config("line_linear.yaml", root, "--trainer.max_epochs", "4", "--plots.enabled", "false",
+                     "--lr_scheduler", "StepLR", "--lr_scheduler.step_size", "2", "--lr_scheduler.gamma", "0.1")
+    assert type(cli.trainer.optimizers[0]).__name__ == "SGD"
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.01 * 0.1**2)

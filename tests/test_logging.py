@@ -8,7 +8,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_regression.models.base import LitModel
-from tests.conftest import fit_config, run_cli, versions
+from conftest import fit_config, run_cli, versions
 
 EPOCHS = 12
 
@@ -77,3 +77,12 @@ def test_train_metrics_can_be_left_out(root):
     tested = run_cli("test", "--ckpt_path", cli.trainer.checkpoint_callback.last_model_path,
                      "--model.init_args.train_metrics", "true", root=root)
     assert "test_r2" in tested.trainer.callback_metrics
+
+
+def test_plateau_scheduler_reads_the_validation_loss(root):
+    # mode max: a falling val_loss never "improves", so the rate is cut after every `patience` epochs
+    cli = fit_config("line_linear.yaml", root, "--trainer.max_epochs", "6", "--plots.enabled", "false",
+                     "--lr_scheduler", "ReduceLROnPlateau", "--lr_scheduler.monitor", "val_loss",
+                     "--lr_scheduler.mode", "max", "--lr_scheduler.patience", "0", "--lr_scheduler.factor", "0.5")
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**5)
+
