@@ -130,7 +130,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def __init__(self, fsync: bool = False) -> None:
         super().__init__()
         self.fsync = fsync
-        self._cleaned: set[str] = set()  # folders whose stale temporaries were removed by this writer
+        self._cleaned: set[str] = set()  # paths whose stale temporaries this writer has removed
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None or not _is_local(path):
@@ -173,8 +173,6 @@ class ResumableCheckpoint(ModelCheckpoint):
             return
         due = self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
         at_epoch_end = self._should_save_on_train_epoch_end(trainer)
-        if not ((at_epoch_end and (due or self.save_last == "link")) or (self.save_last is True and due)):
-            return
         candidates = self._monitor_candidates(trainer)
         if at_epoch_end and due:
             self._save_topk_checkpoint(trainer, candidates)
@@ -248,7 +246,7 @@ class RandomState(Callback):
                              n["cached_gaussian"]))
         python = state["python"]
         if isinstance(python, dict):
-            python = (python["version"], tuple(int(v) for v in python["internal"].tolist()), python["gauss"])
+            python = (python["version"], python["internal"].tolist(), python["gauss"])
         version, internal, gauss = python  # older checkpoints: random.getstate() as it is
         random.setstate((version, tuple(internal), gauss))
         if "cuda" in state and torch.cuda.is_available():

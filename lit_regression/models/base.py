@@ -66,13 +66,19 @@ class LitModel(L.LightningModule):
         return outputs
 
     # --- the shared step --------------------------------------------------------------------------------------
+    def _stage_metrics(self, stage: str) -> MetricCollection | None:
+        """The stage's metrics, or ``None`` for training with ``train_metrics=False``."""
+        key = f"{stage}_metrics"
+        return self.stage_metrics[key] if key in self.stage_metrics else None
+
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
         outputs = self(x)
         loss = self.compute_loss(outputs, y)
         self.stage_losses[f"{stage}_loss"].update(loss.detach(), len(x))
-        if f"{stage}_metrics" in self.stage_metrics:
-            self.stage_metrics[f"{stage}_metrics"].update(*self.metric_inputs(outputs.detach(), y))
+        metrics = self._stage_metrics(stage)
+        if metrics is not None:
+            metrics.update(*self.metric_inputs(outputs.detach(), y))
         if stage == "train" and self.hparams.l1 > 0:
             loss = loss + self.hparams.l1 * sum(p.abs().sum() for n, p in self.named_parameters() if "bias" not in n)
         return loss
@@ -84,8 +90,8 @@ class LitModel(L.LightningModule):
             return None
         values = {f"{stage}_loss": loss.compute()}
         loss.reset()
-        if f"{stage}_metrics" in self.stage_metrics:
-            metrics = self.stage_metrics[f"{stage}_metrics"]
+        metrics = self._stage_metrics(stage)
+        if metrics is not None:
             values.update(metrics.compute())
             metrics.reset()
         return values
