@@ -141,7 +141,9 @@ class LitRegressionCLI(LightningCLI):
         model_class, data_class = _class_of(config.get("model")), _class_of(config.get("data"))
         model_task, data_task = getattr(model_class, "task", None), getattr(data_class, "task", None)
         data_args = getattr(config.get("data"), "init_args", None)
-        if data_args is not None and isinstance(data_args.get("task"), str):  # CSVDataModule: task is an argument
+        if data_args is not None and "task" in data_args:  # TableDataModule: the task is an argument
+            if data_args.get("task") is None:  # not given: the model's
+                data_args["task"] = model_task or "regression"
             data_task = data_args.get("task")
         if model_task and data_task and model_task != data_task:
             raise InputError(

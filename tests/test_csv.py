@@ -129,12 +129,12 @@ def test_multi_output_regression(tmp_path, root):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 3))
     frame = pd.DataFrame(x, columns=["x0", "x1", "x2"])
-    frame["note"] = rng.choice(["a", "b"], size=200)  # text: not a feature by default
+    frame["note"] = rng.choice(["a", "b"], size=200)  # text: a categorical feature unless data.features says
     frame["y1"] = x @ [1.0, 2.0, -1.0] + 5 + 0.1 * rng.normal(size=200)
     frame["y2"] = x @ [-30.0, 0.0, 5.0] - 200 + rng.normal(size=200)
     path = write(frame, tmp_path / "two.csv")
     fit = run_cli("fit", *CSV, "--model", "LinearRegression", "--data.path", path, "--data.target", "[y1, y2]",
-                  "--data.standardize_target", "true", "--optimizer", "SGD", "--optimizer.lr", "1.0",
+                  "--data.features", "[x0, x1, x2]", "--data.standardize_target", "true", "--optimizer", "SGD", "--optimizer.lr", "1.0",
                   *final_weights_only(50), root=root)
     data = fit.datamodule
     assert data.feature_names == ("x0", "x1", "x2") and data.target_names == ("y1", "y2")

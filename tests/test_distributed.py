@@ -140,3 +140,39 @@ def test_two_gpu_ddp_matches_one_process(single, tmp_path):
     (run,) = versions(tmp_path)
     assert parameters(run / "checkpoints" / "last.ckpt") == pytest.approx(
         parameters(single / "checkpoints" / "last.ckpt"), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_ddp_on_a_table_with_categories_and_gaps(tmp_path):
+    """fit, validate, test and predict on a table with text categories and empty cells, two processes against one."""
+    sys.path.insert(0, str(ROOT / "examples" / "data"))
+    from make_insurance import make
+
+    table = tmp_path / "insurance.csv"
+    make(300).to_csv(table, index=False)
+    new = tmp_path / "new.csv"
+    make(40, seed=5).assign(region=lambda f: f["region"].replace("northwest", "Lyon")).to_csv(new, index=False)
+    flags = ("--model", "LinearRegression", "--data", "TableDataModule", "--data.path", table, "--data.target",
+             "charges", "--data.impute", "median", "--data.test_fraction", "0.2", "--data.standardize_target", "true",
+             "--optimizer", "Adam", "--optimizer.lr", "0.05", "--trainer.max_epochs", "20")
+    ddp_flags = ("--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    run_cli("fit", *flags, root=tmp_path / "one")
+    cli_process("fit", *flags, *ddp_flags, root=tmp_path / "two")
+    (one,), (two,) = versions(tmp_path / "one"), versions(tmp_path / "two")
+    assert parameters(two / "checkpoints" / "last.ckpt") == pytest.approx(
+        parameters(one / "checkpoints" / "last.ckpt"), abs=1e-6)
+    ckpt = two / "checkpoints" / "last.ckpt"
+    for command in ("validate", "test"):
+        result = cli_process(command, "--ckpt_path", ckpt, *ddp_flags, root=tmp_path / command)
+        reference = run_cli(command, "--ckpt_path", ckpt, root=tmp_path / f"{command}_one")
+        tag = "val_loss" if command == "validate" else "test_loss"
+        assert scalars(versions(tmp_path / command)[0])[tag] == [
+            pytest.approx(float(reference.trainer.callback_metrics[tag]), rel=1e-6)], result.stdout[-2000:]
+    result = cli_process("predict", "--ckpt_path", ckpt, "--data.predict_path", new, *ddp_flags,
+                         root=tmp_path / "predict")
+    assert result.stderr.count("categories not seen in training") == 1  # one line, from one process
+    predicted = pd.read_csv(versions(tmp_path / "predict")[0] / "predictions.csv")
+    run_cli("predict", "--ckpt_path", ckpt, "--data.predict_path", new, root=tmp_path / "predict_one")
+    reference = pd.read_csv(versions(tmp_path / "predict_one")[0] / "predictions.csv")
+    assert predicted["row"].tolist() == list(range(40))
+    assert predicted["charges"].to_numpy() == pytest.approx(reference["charges"].to_numpy(), rel=1e-6)

@@ -58,6 +58,8 @@ class ParameterReport(L.Callback):
     def build(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         datamodule = trainer.datamodule
         report: dict = {"model": type(pl_module).__name__}
+        if hasattr(datamodule, "column_roles"):
+            report["columns"] = datamodule.column_roles()
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in REPORTED_METRICS}
         if metrics:
             report["metrics"] = metrics
@@ -70,6 +72,9 @@ class ParameterReport(L.Callback):
         report["features"] = list(getattr(datamodule, "feature_names", None) or [])
         report["outputs"] = _output_names(datamodule, weight.shape[0])
         report["learned"] = {"weight": _listed(weight), "bias": _listed(bias)}
+        raw = getattr(datamodule, "raw_units", lambda w, b: None)(weight, bias)
+        if raw is not None:  # what scikit-learn's coef_ / intercept_ show on the unscaled columns
+            report["raw_units"] = {"weight": raw[0], "bias": raw[1]}
         true = getattr(datamodule, "true_parameters", lambda: None)()
         if true is not None:
             report["true"] = true
@@ -132,17 +137,26 @@ def _compare_to_least_squares(pl_module, weight, bias, x: torch.Tensor, y: torch
         "learned_train_mse": float(torch.mean((learned_out - y64) ** 2)),
         "train_rows": len(x),
     }
-    gap = torch.cat([(weight.detach().double().cpu() - w_exact).reshape(-1),
-                     (bias.detach().double().cpu() - b_exact).reshape(-1)])
-    result["gap_to_exact"] = float(gap.abs().max())
-    hparams = getattr(pl_module, "hparams", {})
+    exact_loss = result["exact"]["train_loss"]
+    result["relative_loss_gap"] = (result["learned_train_loss"] - exact_loss) / max(abs(exact_loss), 1e-300)
+    design = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], dim=1)
     differs = []
+    if int(torch.linalg.matrix_rank(design)) < design.shape[1]:
+        # one-hot columns of a category sum to 1, as the bias column does: a line of parameters has the same loss
+        differs.append("the inputs are collinear (e.g. the one-hot columns of a category and the bias), so many "
+                       "parameter sets reach the same minimum; compare the losses, not the parameters "
+                       "(exact is the smallest such solution)")
+    else:
+        gap = torch.cat([(weight.detach().double().cpu() - w_exact).reshape(-1),
+                         (bias.detach().double().cpu() - b_exact).reshape(-1)])
+        result["gap_to_exact"] = float(gap.abs().max())
+    hparams = getattr(pl_module, "hparams", {})
     if hparams.get("loss", "mse") != "mse":
-        differs.append(f"it minimises {hparams['loss']} loss, not the squared error")
+        differs.append(f"the model need not reach it: it minimises {hparams['loss']} loss, not the squared error")
     if hparams.get("weight_decay", 0) or hparams.get("l1", 0):
-        differs.append("its loss has a weight penalty")
+        differs.append("the model need not reach it: its loss has a weight penalty")
     if differs:
-        result["note"] = "exact is the least-squares solution; the model need not reach it: " + "; ".join(differs)
+        result["note"] = "exact is the least-squares solution; " + "; ".join(differs)
     return result
 
 
@@ -169,7 +183,7 @@ def _labels(report: dict, name: str, shape: tuple[int, ...]) -> list[str]:
 def format_report(report: dict, max_rows: int = 20) -> str:
     """The report as a few aligned lines: one row per parameter, columns learned / true / exact."""
     lines = [f"Parameters of {report['model']} after {report['stage']}:"]
-    columns = [c for c in ("true", "exact") if c in report]
+    columns = [c for c in ("raw_units", "true", "exact") if c in report]
     rows = []
     for name, values in report["learned"].items():
         tensor = torch.tensor(values, dtype=torch.float64)
@@ -182,16 +196,17 @@ def format_report(report: dict, max_rows: int = 20) -> str:
         if len(flat) > max_rows:
             rows.append((f"... {len(flat) - max_rows} more in report.json", None, []))
     width = max([12] + [len(label) + 2 for label, value, _ in rows if value is not None])
-    lines.append(f"  {'parameter':<{width}}{'learned':>14}" + "".join(f"{c:>14}" for c in columns))
+    lines.append(f"  {'parameter':<{width}}{'learned':>14}" + "".join(f"{c.replace('_', ' '):>14}" for c in columns))
     for label, value, others in rows:
         if value is None:
             lines.append(f"  {label}")
             continue
         lines.append(f"  {label:<{width}}{value:>14.6f}" + "".join(f"{o:>14.6f}" if o is not None else f"{'':>14}"
                                                                  for o in others))
-    if "gap_to_exact" in report:
-        lines.append(f"  largest |learned - exact|: {report['gap_to_exact']:.3g}; "
-                     f"train MSE learned {report['learned_train_mse']:.6g}, exact {report['exact']['train_mse']:.6g}")
+    if "exact" in report:
+        gap = f"largest |learned - exact|: {report['gap_to_exact']:.3g}; " if "gap_to_exact" in report else ""
+        lines.append(f"  {gap}train MSE learned {report['learned_train_mse']:.6g}, exact "
+                     f"{report['exact']['train_mse']:.6g} (relative gap {report['relative_loss_gap']:.3g})")
     if "note" in report:
         lines.append(f"  note: {report['note']}")
     if report.get("metrics"):

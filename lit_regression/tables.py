@@ -1,0 +1,205 @@
+"""Reading tables with pyarrow: CSV, TSV or any other delimiter, and Parquet, chosen by the file's extension.
+
+Every failure is an :class:`InputError` that names the argument, the file and what was expected.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import pyarrow as pa
+
+from lit_regression.errors import InputError
+
+PARQUET = (".parquet", ".pq")
+DELIMITERS = {".tsv": "\t", ".tab": "\t"}  # everything else that is not Parquet: comma, unless --data.sep says
+OTHER_DELIMITERS = (";", "\t", "|", ",")
+
+
+def listing(names) -> str:
+    return ", ".join(repr(str(n)) for n in names)
+
+
+def is_parquet(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in PARQUET
+
+
+def delimiter(path: str, sep: str | None) -> str:
+    """The delimiter of a text table: ``sep`` if given, else by extension (tab for ``.tsv``, comma otherwise)."""
+    return sep if sep is not None else DELIMITERS.get(os.path.splitext(path)[1].lower(), ",")
+
+
+def _shown(sep: str) -> str:
+    return {"\t": "'\\t' (tab)", " ": "' ' (space)"}.get(sep, repr(sep))
+
+
+def _sep_hint(path: str, sep: str) -> str | None:
+    """``'; add --data.sep ";"'`` when the header line holds another delimiter but not ``sep``."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            header = f.readline()
+    except OSError:
+        return None
+    if sep in header:
+        return None
+    for other in OTHER_DELIMITERS:
+        if other != sep and other in header:
+            flag = "'\\t'" if other == "\t" else repr(other)
+            return f"the header line holds {_shown(other)}: add --data.sep {flag}"
+    return None
+
+
+def read_table(path: str | None, name: str, sep: str | None = None) -> pa.Table:
+    """Read the table at ``path`` (the value of the argument ``name``) into a pyarrow Table with unique,
+    whitespace-trimmed column names and dense (not dictionary-encoded) columns; empty text cells are nulls."""
+    if path is None:
+        raise InputError(f"{name} is not set: give the table (.csv, .tsv or .parquet) with --{name} FILE")
+    if not os.path.isfile(path):
+        raise InputError(f"{name}={path!r}: no such file")
+    if is_parquet(path):
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as err:
+            raise InputError(f"{name}={path!r} is not a Parquet file ({str(err).splitlines()[0]})") from None
+    else:
+        table = _read_delimited(path, name, delimiter(path, sep))
+    names = [str(c).strip() for c in table.column_names]
+    seen: dict[str, int] = {}
+    for i, column in enumerate(names):
+        if column in seen:
+            raise InputError(f"{name}={path!r} names the column {column!r} twice (columns {seen[column] + 1} and "
+                             f"{i + 1}): column names must be unique")
+        seen[column] = i
+    table = table.rename_columns(names)
+    if table.num_rows == 0:
+        raise InputError(f"{name}={path!r} has a header line but no data rows")
+    return _dense(table)
+
+
+def _read_delimited(path: str, name: str, sep: str) -> pa.Table:
+    import pyarrow.csv as pcsv
+
+    try:
+        table = pcsv.read_csv(
+            path,
+            parse_options=pcsv.ParseOptions(delimiter=sep),
+            convert_options=pcsv.ConvertOptions(strings_can_be_null=True),
+        )
+    except pa.ArrowInvalid as err:
+        message = str(err).splitlines()[0]
+        if "Empty CSV file" in message:
+            raise InputError(f"{name}={path!r} is empty: expected a header line of column names, then rows of data") from None
+        hint = _sep_hint(path, sep)
+        raise InputError(f"{name}={path!r} cannot be read with the delimiter {_shown(sep)}: {message}"
+                         + (f"; {hint}" if hint else "")) from None
+    except (pa.ArrowException, OSError) as err:
+        raise InputError(f"{name}={path!r} cannot be read as a delimited table: {err}") from None
+    if table.num_columns == 1:
+        hint = _sep_hint(path, sep)
+        if hint:
+            raise InputError(f"{name}={path!r} reads as a single column {table.column_names[0]!r} with the delimiter "
+                             f"{_shown(sep)}; {hint}")
+    # text cells lose surrounding blanks, as numbers do ("a, b" files)
+    import pyarrow.compute as pc
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            table = table.set_column(i, field.name, pc.utf8_trim_whitespace(table.column(i)))
+    return table
+
+
+def _dense(table: pa.Table) -> pa.Table:
+    """Dictionary-encoded columns (pandas categoricals saved as Parquet) as plain columns of their values."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
+    return table
+
+
+def is_text(column: pa.ChunkedArray) -> bool:
+    return pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+
+
+def is_number(column: pa.ChunkedArray) -> bool:
+    t = column.type
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t)
+
+
+def mostly_numeric(column: pa.ChunkedArray) -> bool:
+    """A numeric column, or a text column whose non-empty cells are mostly numbers (a few typos in a numeric
+    column must be reported, not make the column turn into categories)."""
+    if is_number(column):
+        return True
+    if not is_text(column):
+        return False
+    import pandas as pd
+
+    present = pd.Series(column.drop_null().to_numpy(zero_copy_only=False))
+    if len(present) == 0:
+        return False
+    return bool(pd.to_numeric(present, errors="coerce").notna().mean() > 0.5)
+
+
+def numbers(column: pa.ChunkedArray, where) -> np.ndarray:
+    """The column as float64, NaN where a cell is empty. A text cell that is not a number raises the
+    :class:`InputError` that ``where(i, value)`` returns for the first one (0-based row ``i``)."""
+    if is_number(column) or pa.types.is_boolean(column.type):
+        return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if not is_text(column):
+        raise where(0, None)
+    import pandas as pd
+
+    raw = pd.Series(column.to_numpy(zero_copy_only=False))
+    parsed = pd.to_numeric(raw, errors="coerce")
+    bad = np.flatnonzero((parsed.isna() & raw.notna()).to_numpy())
+    if len(bad):
+        raise where(int(bad[0]), raw.iloc[int(bad[0])])
+    return parsed.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def values(column: pa.ChunkedArray) -> np.ndarray:
+    """A column's cells as numpy: float64 (NaN for empty) for numbers, else objects (``None`` for empty)."""
+    if is_number(column):
+        return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return column.to_numpy(zero_copy_only=False)
+
+
+def type_name(column: pa.ChunkedArray) -> str:
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        return "bytes that are not UTF-8 text (save the file as UTF-8)"
+    return f"values of type {column.type}"
+
+
+def line_number(path: str, index: int, sep: str) -> int | None:
+    """Line of a text table (1-based, header included) on which data row ``index`` (0-based, blank lines
+    skipped) starts; ``None`` for Parquet or if the file cannot be scanned."""
+    if is_parquet(path):
+        return None
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            reader = csv.reader(f, delimiter=sep)
+            count, consumed, header = -1, 0, False
+            for record in reader:
+                start, consumed = consumed + 1, reader.line_num
+                if not record or (len(record) == 1 and not record[0].strip()):
+                    continue
+                if not header:
+                    header = True
+                    continue
+                count += 1
+                if count == index:
+                    return start
+    except (OSError, csv.Error):
+        return None
+    return None
+
+
+def where_row(path: str, index: int, sep: str) -> str:
+    """``data row N (line L of the file)`` for a 0-based row of a table read from ``path``."""
+    line = line_number(path, index, sep)
+    where = f"data row {index + 1}"
+    return f"{where} (line {line} of the file)" if line is not None else where
