@@ -39,6 +39,7 @@ import torch  # noqa: E402
 
 import bigdata  # noqa: E402
 import plain_line  # noqa: E402
+import table_load  # noqa: E402
 
 # --- settings ---------------------------------------------------------------------------------------------------
 FULL = {
@@ -46,11 +47,13 @@ FULL = {
     "n1": 50, "n2": 250, "epoch_reps": 5,
     "process_epochs": 1000, "process_reps": 3, "import_reps": 2,
     "rows": 2_000_000, "features": 32, "batch": 65536, "big_epochs": 4, "big_reps": 3, "dl_batches": 2,
+    "table_rows": 1_000_000, "table_memory_reps": 2, "table_load_reps": 3,
 }
 QUICK = {
     "n1": 10, "n2": 40, "epoch_reps": 2,
     "process_epochs": 50, "process_reps": 1, "import_reps": 1, "skip_importtime": True, "skip_cli_import": True,
     "rows": 262_144, "features": 32, "batch": 65536, "big_epochs": 3, "big_reps": 1, "dl_batches": 1,
+    "table_rows": 100_000, "table_memory_reps": 1, "table_load_reps": 2,
 }
 
 
@@ -468,13 +471,47 @@ def figure_throughput(report: Report, cfg: dict, device: str = "cpu", label: str
     del x, y
 
 
+# --- figure 5: memory and load time of TableDataModule on a big CSV ----------------------------------------------
+def figure_table(report: Report, cfg: dict) -> None:
+    rows, columns = cfg["table_rows"], table_load.COLUMNS
+    print(f"\n[5] TableDataModule on a {rows:,} x {columns} numeric CSV: peak RSS of fit against a "
+          f"{table_load.TINY_ROWS}-row run ({cfg['table_memory_reps']} repetitions), load time against "
+          f"pyarrow.csv.read_csv ({cfg['table_load_reps']} repetitions)", flush=True)
+    mib = table_load.mb
+    memory = table_load.measure_memory(rows, cfg["table_memory_reps"], columns)
+    size = memory["float32_bytes"]
+    big, tiny = median(memory["peak_rss_big"]), median(memory["peak_rss_tiny"])
+    report.note(f"CSV {mib(memory['csv_bytes'])}, float32 table {mib(size)}; peak RSS (median) of fit {mib(big)}, "
+                f"of the tiny run {mib(tiny)}: {mib(big - tiny)} more; seconds (median) "
+                f"{median(memory['seconds']['big']):.1f} and {median(memory['seconds']['tiny']):.1f}")
+    load = table_load.measure_load(rows, cfg["table_load_reps"], columns)
+    ours, ref = median(load["seconds"]["datamodule"]), median(load["seconds"]["pyarrow"])
+    report.note(f"seconds (median): TableDataModule {ours:.2f} ("
+                + ", ".join(f"{k} {v:.2f}" for k, v in load["datamodule_phases_s"].items())
+                + f"), pyarrow.csv.read_csv {ref:.2f}")
+    # the floor under the memory figure: what reading the file with pyarrow's defaults takes on its own
+    floor = median([peak - run["memory"]["imports"]["rss"]
+                    for peak, run in zip(load["peak_rss"]["pyarrow"], load["runs"]["pyarrow"])])
+    dm_peak = median([peak - run["memory"]["imports"]["rss"]
+                      for peak, run in zip(load["peak_rss"]["datamodule"], load["runs"]["datamodule"])])
+    report.note(f"peak RSS above the imports: pyarrow.csv.read_csv {mib(floor)}, TableDataModule load {mib(dm_peak)}")
+    note = "" if rows == 1_000_000 else f"{rows:,} rows"
+    report.row("table memory: fit's peak RSS above a tiny run / float32 table", memory["ratio"], "<= 4",
+               note=note)
+    report.row("table memory floor: pyarrow.csv.read_csv's peak RSS above its imports / float32 table",
+               floor / size, None, note=note)
+    report.row("table load: TableDataModule read+split+encode vs pyarrow.csv.read_csv", load["ratio"], None,
+               note=note)
+    report.details["table"] = {"memory": memory, "load": load}
+
+
 # --- main -------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     global ON_DEVICE
     parser = argparse.ArgumentParser(description="lit_regression benchmarks (issue 7)")
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (smaller sizes, fewer repetitions)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.add_argument("--only", nargs="+", choices=["epoch", "process", "throughput", "gpu"],
+    parser.add_argument("--only", nargs="+", choices=["epoch", "process", "throughput", "gpu", "table"],
                         help="run only these figures")
     parser.add_argument("--threads", type=int, help="torch intra-op threads, here and in the subprocesses "
                         "(default: torch's choice). On a small machine shared with other work, 1 avoids stalls "
@@ -485,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     cfg = dict(QUICK if args.quick else FULL)
-    only = set(args.only or ["epoch", "process", "throughput", "gpu"])
+    only = set(args.only or ["epoch", "process", "throughput", "gpu", "table"])
     quiet()
     start = time.perf_counter()
     info = machine()
@@ -516,6 +553,11 @@ def main(argv: list[str] | None = None) -> int:
                         figure(report, cfg, gpu, label="GPU ")
                     except Exception as err:  # noqa: BLE001
                         report.row(f"GPU {key}: error", float("nan"), None, note=f"{type(err).__name__}: {err}"[:300])
+    if "table" in only:  # CPU only: the figure is about host memory
+        try:
+            figure_table(report, cfg)
+        except Exception as err:  # noqa: BLE001
+            report.row("table: error", float("nan"), None, note=f"{type(err).__name__}: {err}"[:300])
     elapsed = time.perf_counter() - start
     print(f"\nResults ({'quick' if args.quick else 'full'} run, {elapsed:.0f}s; ratios are medians of "
           "interleaved repetitions):\n")

@@ -199,7 +199,8 @@ class LitRegressionCLI(LightningCLI):
 
     def after_fit(self) -> None:
         """Predict with the final weights, so the fit's folder holds its predictions too."""
-        if self.datamodule is not None:
+        writers = [c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)]
+        if self.datamodule is not None and any(w.enabled for w in writers):
             self.trainer.predict(self.model, datamodule=self.datamodule, return_predictions=False)
 
 

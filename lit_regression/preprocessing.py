@@ -161,7 +161,8 @@ class Preprocessing:
         if feature in self.categories:
             return one_hot(values, self.categories[feature])
         if self.mean is not None:
-            values = (values - self.mean[cols.start]) / self.scale[cols.start]
+            values = values - self.mean[cols.start]  # a new array: divided in place
+            values /= self.scale[cols.start]
         return values.astype(np.float32).reshape(-1, 1), None
 
     def scale_targets(self, y: np.ndarray) -> np.ndarray:

@@ -23,6 +23,26 @@ def run_cli(*args: str, root: Path) -> LitRegressionCLI:
     )
 
 
+def one_line_error(tmp_path: Path, capsys, files: dict[str, str], arguments: list[str], data: str) -> str:
+    """Write ``files`` into ``tmp_path``, run ``fit`` with ``arguments`` (``{d}`` is ``tmp_path``) and the given
+    datamodule, assert it exits 2 with one ``lit-regression: error:`` line and no traceback; return that line."""
+    from lit_regression.cli import main
+
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    arguments = [a.replace("{d}", str(tmp_path)) for a in arguments]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--model", "LinearRegression", "--data", data, *arguments,
+              "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+              "--trainer.default_root_dir", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    message = [line for line in err.splitlines() if line.startswith("lit-regression: error:")]
+    assert len(message) == 1, err
+    return message[0]
+
+
 def fit_config(name: str, root: Path, *extra: str) -> LitRegressionCLI:
     return run_cli("fit", "--config", CONFIGS / name, *extra, root=root)
 

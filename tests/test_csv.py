@@ -15,8 +15,7 @@ from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 from sklearn.metrics import balanced_accuracy_score, r2_score
 from sklearn.preprocessing import StandardScaler
 
-from conftest import CONFIGS, ROOT, run_cli, scalars, versions
-from lit_regression.cli import main
+from conftest import CONFIGS, ROOT, one_line_error, run_cli, scalars, versions
 from lit_regression.datamodules import CSVDataModule
 from lit_regression.errors import InputError
 
@@ -247,17 +246,6 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_is_one_clear_message(tmp_path, capsys, case):
     files, arguments, expected = BAD_INPUTS[case]
-    for name, text in files.items():
-        (tmp_path / name).write_text(text)
-    arguments = [a.replace("{d}", str(tmp_path)) for a in arguments]
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--model", "LinearRegression", "--data", "CSVDataModule", *arguments,
-              "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
-              "--trainer.default_root_dir", str(tmp_path / "runs")])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    message = [line for line in err.splitlines() if line.startswith("lit-regression: error:")]
-    assert len(message) == 1, err
+    message = one_line_error(tmp_path, capsys, files, arguments, "CSVDataModule")
     for part in expected:
-        assert part in message[0], message[0]
+        assert part in message, message

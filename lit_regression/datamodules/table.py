@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lit_regression.datamodules.base import TensorDataModule
 from lit_regression.errors import InputError
 from lit_regression.preprocessing import STRATEGIES, Preprocessing, encoded_names, fit_levels, missing, plain
-from lit_regression.tables import (delimiter, is_number, is_text, listing, mostly_numeric, numbers, read_table,
+from lit_regression.tables import (decimal_commas, delimiter, is_number, is_text, listing, mostly_numeric, numbers, read_table,
                                    type_name, values, where_row)
 
 TASKS = ("regression", "classification")
@@ -49,6 +49,7 @@ class TableDataModule(TensorDataModule):
             text or numbers); default: the model's (classification for LogisticRegression).
         sep: the delimiter of a text table, e.g. ``';'`` for a CSV from a European spreadsheet; default: tab
             for ``.tsv``, comma otherwise.
+        decimal: the decimal mark of numbers in a text table: ``','`` for ``29,37`` (with ``sep=';'``).
         categorical: columns to one-hot encode although they hold numbers (postcodes, product codes). Text and
             true/false columns are categorical anyway.
         max_categories: a text column with more distinct values than this in the training rows is not a
@@ -90,6 +91,7 @@ class TableDataModule(TensorDataModule):
         features: list[str] | None = None,
         task: Literal["regression", "classification"] | None = None,
         sep: str | None = None,
+        decimal: str = ".",
         categorical: list[str] | None = None,
         max_categories: int = 50,
         impute: Strategy | dict[str, Strategy] = "none",
@@ -136,6 +138,11 @@ class TableDataModule(TensorDataModule):
             raise InputError(f"data.id_column={id_column!r} is the target column")
         if sep is not None and len(sep) != 1:
             raise InputError(f"data.sep={sep!r} is invalid: expected one character, such as ';' or '\\t'")
+        if decimal not in (".", ","):
+            raise InputError(f"data.decimal={decimal!r} is invalid: expected '.' or ','")
+        if sep is not None and sep == decimal:
+            raise InputError(f"data.sep and data.decimal are both {sep!r}: a number's decimal mark cannot also "
+                             "separate the columns")
         if isinstance(max_categories, bool) or not isinstance(max_categories, int) or max_categories < 2:
             raise InputError(f"data.max_categories={max_categories!r} is invalid: expected a whole number >= 2")
         strategies = impute.values() if isinstance(impute, dict) else [impute]
@@ -253,6 +260,9 @@ class TableDataModule(TensorDataModule):
                 kind = "categorical"
             else:
                 kind = None
+            if kind == "categorical" and column not in forced and h.decimal == "." and decimal_commas(data):
+                raise InputError(f"data.path={path!r}: column {column!r} holds numbers with a decimal comma "
+                                 f"({data.drop_null()[0]}): add --data.decimal ','")
             reason = None
             if kind is None:
                 reason = f"holds {type_name(data)}"
@@ -317,7 +327,7 @@ class TableDataModule(TensorDataModule):
     def training_table(self):
         """The training table as a pyarrow Table (read once)."""
         if self._table is None:
-            self._table = read_table(self.hparams.path, "data.path", self.hparams.sep)
+            self._table = read_table(self.hparams.path, "data.path", self.hparams.sep, self.hparams.decimal)
             self._require(self._table, self._targets, self.hparams.path, "data.path", "target")
             if self.hparams.id_column is not None:
                 self._require(self._table, [self.hparams.id_column], self.hparams.path, "data.path", "id")
@@ -330,7 +340,7 @@ class TableDataModule(TensorDataModule):
             if h.predict_path is None:
                 self._predict_table = self.training_table()
             else:
-                table = read_table(h.predict_path, "data.predict_path", h.sep)
+                table = read_table(h.predict_path, "data.predict_path", h.sep, h.decimal)
                 needed = list(self.input_columns) + ([h.id_column] if h.id_column is not None else [])
                 self._require(table, needed, h.predict_path, "data.predict_path", "feature")
                 extra = [c for c in table.column_names if c not in needed and c not in self._targets]
@@ -509,14 +519,23 @@ class TableDataModule(TensorDataModule):
 
     def _encode(self, table, parts: dict[str, np.ndarray], path: str, name: str) -> dict[str, torch.Tensor]:
         """The model inputs of the rows ``parts[split]`` of ``table``: float32 ``(rows, inputs)`` per split, built
-        one column at a time (the table is never copied whole). Levels not seen in training are encoded as
-        all zeros and reported, one line per column."""
+        one column at a time (the table is never copied whole). ``table`` in a list is consumed: the list's
+        table is let go column by column as it is encoded. Levels not seen in training are encoded as all zeros
+        and reported, one line per column."""
+        consume = isinstance(table, list)
+        if consume:
+            table = table.pop()
         state = self.fit_preprocessing()
         hint = ("fill it in, drop that row, or use --data.impute mean|median" if not state.fill else
                 "fill it in or drop that row (this column is not imputed)")
+        aliases = {split: next(s for s, r in parts.items() if r is rows) for split, rows in parts.items()}
+        parts = {split: rows for split, rows in parts.items() if aliases[split] == split}  # test = val: once
         out = {split: np.empty((len(rows), len(state.names)), dtype=np.float32) for split, rows in parts.items()}
         for feature, cols in state.columns().items():
             cells = state.filled(feature, self._cells(table, feature, path, name))
+            if consume:  # hand the column's buffers back: pyarrow's allocator would keep them for itself
+                table = table.drop_columns([feature])
+                pa.default_memory_pool().release_unused()
             self._check_cells(cells, feature, path, name, "feature", hint)
             for split, rows in parts.items():
                 block, unseen = state.encode(feature, cells[rows])
@@ -526,26 +545,38 @@ class TableDataModule(TensorDataModule):
                     say(f"{name}={path!r}, {split} rows: column {feature!r} has {int(unseen.sum())} rows with "
                         f"categories not seen in training ({listing(shown[:5])}"
                         f"{', ...' if len(shown) > 5 else ''}); encoded as all zeros", warning=True)
-        return {split: torch.from_numpy(x) for split, x in out.items()}
+        return {split: torch.from_numpy(out[alias]) for split, alias in aliases.items()}
 
     # --- TensorDataModule -------------------------------------------------------------------------------------
     def make_splits(self) -> dict[str, tuple[torch.Tensor, ...]]:
         """The splits read so far, encoded with the current preprocessing."""
-        splits = {}
-        if self.split_rows:
-            h, state = self.hparams, self.fit_preprocessing()
-            xs = self._encode(self.training_table(), self.split_rows, h.path, "data.path")
-            for split, rows in self.split_rows.items():
-                y = self._y[rows]
-                if self.task == "regression":
-                    y = state.scale_targets(y)
-                splits[split] = (xs[split], torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)))
+        splits = self._training_splits() if self.split_rows else {}
         if self._predict_table is not None:
-            table = self._predict_table
-            path, name = (h.predict_path, "data.predict_path") if (h := self.hparams).predict_path else (h.path, "data.path")
-            rows = np.arange(table.num_rows)
-            splits["predict"] = (self._encode(table, {"predict": rows}, path, name)["predict"], torch.from_numpy(rows))
+            splits.update(self._predict_split())
         return splits
+
+    def _training_splits(self) -> dict[str, tuple[torch.Tensor, ...]]:
+        """``train``, ``val`` and ``test``, encoded. The training table is let go column by column as it is
+        encoded (read again only if rows of it are predicted), so its float64 cells and the float32 model inputs
+        are not both held whole."""
+        state = self.fit_preprocessing()
+        # the features only, in the only reference left once self._table is dropped: _encode consumes it
+        tables = [self.training_table().select(list(self.input_columns))]
+        self._table = None
+        xs = self._encode(tables, self.split_rows, self.hparams.path, "data.path")
+        splits = {}
+        for split, rows in self.split_rows.items():
+            y = self._y[rows]
+            if self.task == "regression":
+                y = state.scale_targets(y)
+            splits[split] = (xs[split], torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)))
+        return splits
+
+    def _predict_split(self) -> dict[str, tuple[torch.Tensor, ...]]:
+        h, table = self.hparams, self.predict_table()
+        path, name = (h.predict_path, "data.predict_path") if h.predict_path else (h.path, "data.path")
+        rows = np.arange(table.num_rows)
+        return {"predict": (self._encode(table, {"predict": rows}, path, name)["predict"], torch.from_numpy(rows))}
 
     def setup(self, stage: str) -> None:
         # read the data now; encode it when a dataloader is asked for, since Lightning loads the checkpoint's
@@ -562,10 +593,8 @@ class TableDataModule(TensorDataModule):
         self.splits = {}
 
     def _batches(self, split: str, train: bool = False):
-        if not self.splits:
-            if split == "predict":
-                self.predict_table()
-            self.splits = self.make_splits()
+        if split not in self.splits:  # encoded when first asked for: predict rows only by predict
+            self.splits.update(self._predict_split() if split == "predict" else self._training_splits())
         return super()._batches(split, train)
 
     def feature_columns(self) -> dict[str, Any]:
