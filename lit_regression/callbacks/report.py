@@ -137,8 +137,6 @@ def _compare_to_least_squares(pl_module, weight, bias, x: torch.Tensor, y: torch
         "learned_train_mse": float(torch.mean((learned_out - y64) ** 2)),
         "train_rows": len(x),
     }
-    exact_loss = result["exact"]["train_loss"]
-    result["relative_loss_gap"] = (result["learned_train_loss"] - exact_loss) / max(abs(exact_loss), 1e-300)
     design = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], dim=1)
     differs = []
     if int(torch.linalg.matrix_rank(design)) < design.shape[1]:
@@ -155,6 +153,9 @@ def _compare_to_least_squares(pl_module, weight, bias, x: torch.Tensor, y: torch
         differs.append(f"the model need not reach it: it minimises {hparams['loss']} loss, not the squared error")
     if hparams.get("weight_decay", 0) or hparams.get("l1", 0):
         differs.append("the model need not reach it: its loss has a weight penalty")
+    if not any("need not reach it" in d for d in differs):  # exact is the model's own optimum: how far is it?
+        exact_loss = result["exact"]["train_loss"]
+        result["relative_loss_gap"] = (result["learned_train_loss"] - exact_loss) / max(abs(exact_loss), 1e-300)
     if differs:
         result["note"] = "exact is the least-squares solution; " + "; ".join(differs)
     return result
@@ -205,8 +206,10 @@ def format_report(report: dict, max_rows: int = 20) -> str:
                                                                  for o in others))
     if "exact" in report:
         gap = f"largest |learned - exact|: {report['gap_to_exact']:.3g}; " if "gap_to_exact" in report else ""
+        relative = (f" (relative gap of the loss {report['relative_loss_gap']:.3g})" if "relative_loss_gap" in report
+                    else "")
         lines.append(f"  {gap}train MSE learned {report['learned_train_mse']:.6g}, exact "
-                     f"{report['exact']['train_mse']:.6g} (relative gap {report['relative_loss_gap']:.3g})")
+                     f"{report['exact']['train_mse']:.6g}{relative}")
     if "note" in report:
         lines.append(f"  note: {report['note']}")
     if report.get("metrics"):
