@@ -98,19 +98,16 @@ class Preprocessing:
         self.fill = dict(fill or {})
         self.mean, self.scale = mean, scale
         self.target_mean, self.target_scale = target_mean, target_scale
+        self.columns: dict[str, slice] = {}  # each feature's encoded columns
+        start = 0
+        for feature in self.features:
+            width = len(self.categories.get(feature, [None]))
+            self.columns[feature] = slice(start, start + width)
+            start += width
 
     @property
     def names(self) -> list[str]:
         return encoded_names(self.features, self.categories)
-
-    def columns(self) -> dict[str, slice]:
-        """Each feature's encoded columns."""
-        out, start = {}, 0
-        for feature in self.features:
-            width = len(self.categories.get(feature, [None]))
-            out[feature] = slice(start, start + width)
-            start += width
-        return out
 
     # --- fitting ------------------------------------------------------------------------------------------------
     @classmethod
@@ -157,12 +154,12 @@ class Preprocessing:
     def encode(self, feature: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """A feature's filled cells as its float32 model inputs ``(rows, width)``, and for a categorical one the
         mask of rows with a level not seen in training."""
-        cols = self.columns()[feature]
         if feature in self.categories:
             return one_hot(values, self.categories[feature])
         if self.mean is not None:
-            values = values - self.mean[cols.start]  # a new array: divided in place
-            values /= self.scale[cols.start]
+            column = self.columns[feature].start
+            values = values - self.mean[column]  # a new array: divided in place
+            values /= self.scale[column]
         return values.astype(np.float32).reshape(-1, 1), None
 
     def scale_targets(self, y: np.ndarray) -> np.ndarray:

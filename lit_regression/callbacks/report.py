@@ -20,12 +20,20 @@ def least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch
     """Exact ``(weight, bias)`` minimising the squared error of ``y ~ x @ weight.T + bias``, in float64: weight
     ``(n_outputs, n_features)``, bias ``(n_outputs,)``. Each output column is solved on its own (same as one joint
     solve: the columns do not interact)."""
+    weight, bias, _ = _least_squares_with_rank(x, y)
+    return weight, bias
+
+
+def _least_squares_with_rank(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """:func:`least_squares`, and whether the design (the inputs and a column of ones) has full rank; below full
+    rank, the returned solution is the smallest of the many that reach the minimum."""
     x, y = x.detach().double().cpu(), y.detach().double().cpu()
     if y.ndim == 1:
         y = y.unsqueeze(1)
     design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
-    solution = torch.linalg.lstsq(design, y, driver="gelsd").solution  # (n_features + 1, n_outputs)
-    return solution[:-1].T.contiguous(), solution[-1].contiguous()
+    result = torch.linalg.lstsq(design, y, driver="gelsd")  # solution (n_features + 1, n_outputs)
+    solution = result.solution
+    return solution[:-1].T.contiguous(), solution[-1].contiguous(), int(result.rank) == design.shape[1]
 
 
 def _listed(t: torch.Tensor) -> list:
@@ -121,7 +129,7 @@ def _compare_to_least_squares(pl_module, weight, bias, x: torch.Tensor, y: torch
     parameters are from it."""
     x, y = x.detach().cpu(), y.detach().cpu()
     y64 = y.double().reshape(len(y), -1)
-    w_exact, b_exact = least_squares(x, y64)
+    w_exact, b_exact, full_rank = _least_squares_with_rank(x, y64)
     with torch.no_grad():
         exact_out = x.double() @ w_exact.T + b_exact
         learned_out = pl_module(x.to(pl_module.device)).detach().double().cpu().reshape(len(y), -1)
@@ -137,9 +145,8 @@ def _compare_to_least_squares(pl_module, weight, bias, x: torch.Tensor, y: torch
         "learned_train_mse": float(torch.mean((learned_out - y64) ** 2)),
         "train_rows": len(x),
     }
-    design = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], dim=1)
     differs = []
-    if int(torch.linalg.matrix_rank(design)) < design.shape[1]:
+    if not full_rank:
         # one-hot columns of a category sum to 1, as the bias column does: a line of parameters has the same loss
         differs.append("the inputs are collinear (e.g. the one-hot columns of a category and the bias), so many "
                        "parameter sets reach the same minimum; compare the losses, not the parameters "
@@ -149,11 +156,13 @@ def _compare_to_least_squares(pl_module, weight, bias, x: torch.Tensor, y: torch
                          (bias.detach().double().cpu() - b_exact).reshape(-1)])
         result["gap_to_exact"] = float(gap.abs().max())
     hparams = getattr(pl_module, "hparams", {})
-    if hparams.get("loss", "mse") != "mse":
+    other_loss = hparams.get("loss", "mse") != "mse"
+    penalised = bool(hparams.get("weight_decay", 0) or hparams.get("l1", 0))
+    if other_loss:
         differs.append(f"the model need not reach it: it minimises {hparams['loss']} loss, not the squared error")
-    if hparams.get("weight_decay", 0) or hparams.get("l1", 0):
+    if penalised:
         differs.append("the model need not reach it: its loss has a weight penalty")
-    if not any("need not reach it" in d for d in differs):  # exact is the model's own optimum: how far is it?
+    if not (other_loss or penalised):  # exact is the model's own optimum: how far is the model from it?
         exact_loss = result["exact"]["train_loss"]
         result["relative_loss_gap"] = (result["learned_train_loss"] - exact_loss) / max(abs(exact_loss), 1e-300)
     if differs:

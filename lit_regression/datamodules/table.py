@@ -531,7 +531,7 @@ class TableDataModule(TensorDataModule):
         aliases = {split: next(s for s, r in parts.items() if r is rows) for split, rows in parts.items()}
         parts = {split: rows for split, rows in parts.items() if aliases[split] == split}  # test = val: once
         out = {split: np.empty((len(rows), len(state.names)), dtype=np.float32) for split, rows in parts.items()}
-        for feature, cols in state.columns().items():
+        for feature, cols in state.columns.items():
             cells = state.filled(feature, self._cells(table, feature, path, name))
             if consume:  # hand the column's buffers back: pyarrow's allocator would keep them for itself
                 table = table.drop_columns([feature])
@@ -547,14 +547,7 @@ class TableDataModule(TensorDataModule):
                         f"{', ...' if len(shown) > 5 else ''}); encoded as all zeros", warning=True)
         return {split: torch.from_numpy(out[alias]) for split, alias in aliases.items()}
 
-    # --- TensorDataModule -------------------------------------------------------------------------------------
-    def make_splits(self) -> dict[str, tuple[torch.Tensor, ...]]:
-        """The splits read so far, encoded with the current preprocessing."""
-        splits = self._training_splits() if self.split_rows else {}
-        if self._predict_table is not None:
-            splits.update(self._predict_split())
-        return splits
-
+    # --- TensorDataModule: encoded per group when a dataloader first asks (setup and _batches, not make_splits) ---
     def _training_splits(self) -> dict[str, tuple[torch.Tensor, ...]]:
         """``train``, ``val`` and ``test``, encoded. The training table is let go column by column as it is
         encoded (read again only if rows of it are predicted), so its float64 cells and the float32 model inputs
