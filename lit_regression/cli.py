@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, instantiate_class
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from lit_regression.callbacks import ParameterReport, Plots, PredictionWriter
+from lit_regression.callbacks import Convergence, ParameterReport, Plots, PredictionWriter
 from lit_regression.callbacks.finite import FiniteCheck
 from lit_regression.checkpointing import RandomState, ResumableCheckpoint, resolve_resume, resume_config_name, with_atomic_io
 from lit_regression.datamodules import TensorDataModule
@@ -105,6 +105,7 @@ class LitRegressionCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(Convergence, "convergence")
         parser.add_lightning_class_args(ParameterReport, "report")
         parser.add_lightning_class_args(Plots, "plots")
         parser.set_defaults(

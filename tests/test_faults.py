@@ -29,7 +29,7 @@ from lit_regression.checkpointing import AtomicCheckpointIO, RandomState, atomic
 from lit_regression.cli import main
 
 CLI = [sys.executable, "-m", "lit_regression"]
-LINE = ["--model", "LinearRegression", "--data", "LineDataModule"]
+LINE = ["--model", "LinearRegression", "--model.optimizer", "sgd", "--data", "LineDataModule", "--convergence.stop", "false"]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
          "--trainer.accelerator", "cpu"]
 

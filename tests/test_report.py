@@ -15,7 +15,8 @@ from lit_regression.callbacks.report import format_report, least_squares
 from lit_regression.export import export_weights, load_run, load_weights, model_config
 
 NOISY_LINE = ("--trainer.log_every_n_steps", "1", "--model", "LinearRegression", "--model.loss", "mse",
-              "--model.lr", "0.1", "--data", "LineDataModule", "--data.noise", "0.05", "--data.split", "random")
+              "--model.optimizer", "sgd", "--model.lr", "0.1", "--data", "LineDataModule", "--data.noise", "0.05",
+              "--data.split", "random", "--convergence.stop", "false")
 
 
 def close(actual, expected, atol: float) -> None:
@@ -60,7 +61,6 @@ def test_exact_is_lstsq_on_the_training_split_and_the_gap_shrinks_with_training(
     w_ref, b_ref = lstsq(x, y)
     for cli in (short, long):
         report = callback(cli, ParameterReport).report
-        assert report["train_rows"] == 40
         close(report["exact"]["weight"], w_ref, 1e-10)
         close(report["exact"]["bias"], b_ref, 1e-10)
         assert "note" not in report  # MSE without penalty: the exact solution is what training converges to
@@ -71,8 +71,10 @@ def test_exact_is_lstsq_on_the_training_split_and_the_gap_shrinks_with_training(
     gap_short = callback(short, ParameterReport).report["gap_to_exact"]
     report = callback(long, ParameterReport).report
     assert gap_short > 0.1 and report["gap_to_exact"] < 0.01
-    assert report["learned_train_mse"] == pytest.approx(report["exact"]["train_mse"], rel=1e-2)
-    assert report["exact"]["train_mse"] <= report["learned_train_mse"]  # nothing beats least squares on its data
+    optimization = report["optimization"]
+    assert optimization["objective"] == pytest.approx(optimization["optimum"], rel=1e-2)
+    assert optimization["optimum"] <= optimization["objective"]  # nothing beats least squares on its data
+    assert callback(short, ParameterReport).report["optimization"]["relative_gap"] > optimization["relative_gap"]
 
     written = json.loads((versions(root)[1] / "report.json").read_text())
     assert written["gap_to_exact"] == report["gap_to_exact"]
@@ -97,15 +99,20 @@ def test_report_multi_output_regression(root):
     assert set(callback(cli, Plots).paths) == {"predicted_vs_actual", "residuals", "loss_curves"}
 
 
-def test_report_logistic_has_no_least_squares(root):
+def test_report_logistic_compares_with_its_exact_optimum(root):
     cli = fit_config("breast_cancer.yaml", root, "--trainer.max_epochs", "5")
     report = callback(cli, ParameterReport).report
-    assert "exact" not in report and "gap_to_exact" not in report and "true" not in report
+    assert "true" not in report and len(report["exact"]["weight"][0]) == 30
     assert torch.tensor(report["learned"]["weight"]).shape == (1, 30)
     assert report["features"][0] == "mean radius" and report["outputs"] == ["1"]
     assert 0.5 < report["metrics"]["val_acc"] <= 1
+    # 5 epochs of the seed's SGD are far from the optimum of cross-entropy + l2 / 2 ||W||^2, l2 = 1 / 455
+    optimization = report["optimization"]
+    assert optimization["converged"] is False and optimization["relative_gap"] > 0.1
+    assert optimization["optimizer"] == "SGD" and optimization["epochs"] == 5
+    assert report["uncertainty"]["statistic"] == "z" and len(report["std_err"]["weight"][0]) == 30
     text = format_report(report)
-    assert "exact" not in text and "weight[mean radius]" in text and "10 more in report.json" in text
+    assert "weight[mean radius]" in text and "10 more in report.json" in text and "NOT converged" in text
     paths = callback(cli, Plots).paths
     assert set(paths) == {"loss_curves", "roc", "confusion_matrix"}
     assert imread(paths["roc"]).ndim == 3

@@ -7,9 +7,13 @@ import os
 
 import lightning as L
 import torch
+from scipy import stats
 from lightning.pytorch.utilities import rank_zero_only
 
+from lit_regression.callbacks.convergence import Convergence
+from lit_regression.errors import say
 from lit_regression.export import export_weights
+from lit_regression.optimum import Chunks, Moments, Optimum, as_theta, least_squares_optimum, logistic_optimum
 
 # metrics of the run copied into the report when the model logged them
 REPORTED_METRICS = ("train_loss", "val_loss", "test_loss", "val_r2", "test_r2", "val_acc", "test_acc", "val_auroc",
@@ -18,22 +22,20 @@ REPORTED_METRICS = ("train_loss", "val_loss", "test_loss", "val_r2", "test_r2", 
 
 def least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact ``(weight, bias)`` minimising the squared error of ``y ~ x @ weight.T + bias``, in float64: weight
-    ``(n_outputs, n_features)``, bias ``(n_outputs,)``. Each output column is solved on its own (same as one joint
-    solve: the columns do not interact)."""
-    weight, bias, _ = _least_squares_with_rank(x, y)
-    return weight, bias
+    ``(n_outputs, n_features)``, bias ``(n_outputs,)``; the smallest solution if ``x`` is collinear."""
+    moments = Moments()
+    moments.update(x, y.reshape(len(y), -1))
+    theta = least_squares_optimum(moments).theta
+    return theta[:-1].T.contiguous(), theta[-1].contiguous()
 
 
-def _least_squares_with_rank(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """:func:`least_squares`, and whether the design (the inputs and a column of ones) has full rank; below full
-    rank, the returned solution is the smallest of the many that reach the minimum."""
-    x, y = x.detach().double().cpu(), y.detach().double().cpu()
-    if y.ndim == 1:
-        y = y.unsqueeze(1)
-    design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
-    result = torch.linalg.lstsq(design, y, driver="gelsd")  # solution (n_features + 1, n_outputs)
-    solution = result.solution
-    return solution[:-1].T.contiguous(), solution[-1].contiguous(), int(result.rank) == design.shape[1]
+def training_chunks(datamodule, rows: int = 65_536) -> Chunks | None:
+    """One pass over the training rows as the model sees them, in chunks; ``None`` without training rows."""
+    train = getattr(datamodule, "splits", {}).get("train")
+    if train is None or not len(train[0]):
+        return None
+    x, y = train[0], train[1]
+    return lambda: ((x[i:i + rows], y[i:i + rows]) for i in range(0, len(x), rows))
 
 
 def _listed(t: torch.Tensor) -> list:
@@ -41,29 +43,35 @@ def _listed(t: torch.Tensor) -> list:
 
 
 class ParameterReport(L.Callback):
-    """Learned parameters beside the truth and the exact least-squares solution: printed, report.json, weights.pt.
+    """What was learned and how well the optimizer did: printed, report.json, weights.pt.
 
-    At the end of ``fit`` and ``test``: prints the learned parameters beside the true ones (synthetic data)
-    and, for linear regression models, beside the exact least-squares solution on the same training split, with
-    its loss and the gap; writes the same as ``report.json`` in the run's log folder. At the end of ``fit`` it
-    also exports the weights as a plain ``state_dict`` file (see :mod:`lit_regression.export`).
-
-    Logistic regression gets no least-squares column (its loss is cross-entropy, which has no closed form); its
-    report holds the learned weights per feature and the run's final metrics.
+    At the end of ``fit`` and ``test``: prints the learned parameters beside the true ones (synthetic data), in
+    the table's own units (``raw units``), and, for linear and logistic models, beside the exact optimum of the
+    same objective on the same training rows (float64: closed form from ``X^T X`` and ``X^T y`` for least
+    squares and ridge, Newton's method for logistic regression), with standard errors, t (or z) values and 95%
+    intervals where they are defined. After ``fit`` it adds ``"optimization"``: the objective reached, the
+    optimum, their relative gap, whether the fit converged (a gap within ``tol``; where the optimum cannot be
+    computed, whether :class:`Convergence` saw the objective settle), the optimizer and the epochs; it warns
+    in one line when the fit has not converged. Everything goes to ``report.json`` in the run's log folder,
+    the gap also to TensorBoard, and after ``fit`` the weights to a plain ``state_dict`` file (see
+    :mod:`lit_regression.export`).
 
     Args:
         enabled: ``false`` switches the report (and the weights file) off.
         filename: name of the report in the run's log folder.
         weights: name of the ``state_dict`` file written at the end of ``fit``; ``null`` for none.
+        tol: relative gap between the objective reached and its optimum within which a fit counts as converged.
     """
 
-    def __init__(self, enabled: bool = True, filename: str = "report.json", weights: str | None = "weights.pt") -> None:
+    def __init__(self, enabled: bool = True, filename: str = "report.json", weights: str | None = "weights.pt",
+                 tol: float = 1e-6) -> None:
         self.enabled = enabled
         self.filename = filename
         self.weights = weights
+        self.tol = tol
         self.report: dict | None = None
 
-    def build(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+    def build(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str = "fit") -> dict:
         datamodule = trainer.datamodule
         report: dict = {"model": type(pl_module).__name__}
         if hasattr(datamodule, "column_roles"):
@@ -72,28 +80,54 @@ class ParameterReport(L.Callback):
         if metrics:
             report["metrics"] = metrics
         linear = pl_module.linear_parameters() if hasattr(pl_module, "linear_parameters") else None
+        chunks = training_chunks(datamodule)
+        optimum, why = _optimum(pl_module, chunks)
         if linear is None:
             report["learned"] = {name: _listed(p) for name, p in pl_module.state_dict().items()
                                  if not name.startswith(("stage_", "loss_fn"))}
-            return report
-        weight, bias = linear
-        report["features"] = list(getattr(datamodule, "feature_names", None) or [])
-        report["outputs"] = _output_names(datamodule, weight.shape[0])
-        report["learned"] = {"weight": _listed(weight), "bias": _listed(bias)}
-        raw = getattr(datamodule, "raw_units", lambda w, b: None)(weight, bias)
-        if raw is not None:  # what scikit-learn's coef_ / intercept_ show on the unscaled columns
-            report["raw_units"] = {"weight": raw[0], "bias": raw[1]}
-        true = getattr(datamodule, "true_parameters", lambda: None)()
-        if true is not None:
-            report["true"] = true
-        train = getattr(datamodule, "splits", {}).get("train")
-        if train is not None and getattr(pl_module, "task", "regression") == "regression" and len(train[0]):
-            report.update(_compare_to_least_squares(pl_module, weight, bias, train[0], train[1]))
+        else:
+            weight, bias = linear
+            report["features"] = list(getattr(datamodule, "feature_names", None) or [])
+            report["outputs"] = _output_names(datamodule, weight.shape[0])
+            report["learned"] = {"weight": _listed(weight), "bias": _listed(bias)}
+            raw = getattr(datamodule, "raw_units", lambda w, b: None)(weight, bias)
+            if raw is not None:  # what scikit-learn's coef_ / intercept_ show on the unscaled columns
+                report["raw_units"] = {"weight": raw[0], "bias": raw[1]}
+            true = getattr(datamodule, "true_parameters", lambda: None)()
+            if true is not None:
+                report["true"] = true
+            if optimum is not None:
+                report.update(_exact(optimum, weight, bias, why))
+                report.update(_uncertainty(datamodule, optimum, weight, bias, report))
+        if stage == "fit" and chunks is not None:
+            report["optimization"] = self._optimization(trainer, pl_module, chunks, optimum, why)
         return report
+
+    def _optimization(self, trainer, pl_module, chunks: Chunks, optimum: Optimum | None, why: str | None) -> dict:
+        convergence = next((c for c in trainer.callbacks if isinstance(c, Convergence)), None)
+        section = {"objective": None, "optimum": None, "relative_gap": None, "converged": None,
+                   "optimizer": type(trainer.optimizers[0]).__name__ if trainer.optimizers else None,
+                   "epochs": trainer.current_epoch}
+        linear = pl_module.linear_parameters()
+        if optimum is not None and why is None:  # the optimum is the model's own
+            objective = optimum.objective_at(as_theta(*linear))
+            floor = max(1e-8 * abs(optimum.null_objective), 1e-300)
+            gap = (objective - optimum.objective) / max(abs(optimum.objective), floor)
+            section.update(objective=objective, optimum=optimum.objective, relative_gap=gap,
+                           converged=bool(gap <= self.tol), tol=self.tol)
+        else:
+            section["objective"] = _model_objective(pl_module, chunks)
+            section["note"] = (f"the optimum cannot be computed: {why}; converged means the objective stopped "
+                               "improving (see the Convergence callback)")
+            if convergence is not None:
+                section["converged"] = convergence.reason is not None
+        if convergence is not None and convergence.reason is not None:
+            section["stopped"] = f"epoch {convergence.epoch + 1}: {convergence.reason}"
+        return section
 
     @rank_zero_only
     def _emit(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, log_dir: str) -> None:
-        self.report = self.build(trainer, pl_module)
+        self.report = self.build(trainer, pl_module, stage)
         self.report["stage"] = stage
         self.report["epochs"] = trainer.current_epoch
         os.makedirs(log_dir, exist_ok=True)
@@ -102,6 +136,15 @@ class ParameterReport(L.Callback):
         print(format_report(self.report))
         with open(os.path.join(log_dir, self.filename), "w") as f:
             json.dump(self.report, f, indent=2)
+        optimization = self.report.get("optimization") or {}
+        if optimization.get("relative_gap") is not None:
+            for logger in trainer.loggers:
+                logger.log_metrics({"optimization/relative_gap": optimization["relative_gap"]},
+                                   step=trainer.global_step)
+        if optimization.get("converged") is False:
+            say("the fit did not converge (report.json, \"optimization\"): try more epochs (--trainer.max_epochs), "
+                "L-BFGS (--model.optimizer lbfgs, on full batches), standardised inputs (--data.standardize true) "
+                "or a lower learning rate", warning=True)
 
     # trainer.log_dir is a collective under DDP: every process asks, only the first writes
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -124,50 +167,98 @@ def _output_names(datamodule, n_rows: int) -> list[str]:
     return names if len(names) == n_rows else [f"output_{i}" for i in range(n_rows)]
 
 
-def _compare_to_least_squares(pl_module, weight, bias, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """The exact least-squares solution on the training rows ``(x, y)``, its losses, and how far the learned
-    parameters are from it."""
-    x, y = x.detach().cpu(), y.detach().cpu()
-    y64 = y.double().reshape(len(y), -1)
-    w_exact, b_exact, full_rank = _least_squares_with_rank(x, y64)
-    with torch.no_grad():
-        exact_out = x.double() @ w_exact.T + b_exact
-        learned_out = pl_module(x.to(pl_module.device)).detach().double().cpu().reshape(len(y), -1)
-    loss_fn = getattr(pl_module, "loss_fn", None) or torch.nn.MSELoss()
-    result = {
-        "exact": {
-            "weight": _listed(w_exact),
-            "bias": _listed(b_exact),
-            "train_loss": float(loss_fn(exact_out, y64)),
-            "train_mse": float(torch.mean((exact_out - y64) ** 2)),
-        },
-        "learned_train_loss": float(loss_fn(learned_out, y64)),
-        "learned_train_mse": float(torch.mean((learned_out - y64) ** 2)),
-        "train_rows": len(x),
-    }
-    differs = []
-    if not full_rank:
-        # one-hot columns of a category sum to 1, as the bias column does: a line of parameters has the same loss
-        differs.append("the inputs are collinear (e.g. the one-hot columns of a category and the bias), so many "
-                       "parameter sets reach the same minimum; compare the losses, not the parameters "
-                       "(exact is the smallest such solution)")
+def _optimum(pl_module, chunks: Chunks | None) -> tuple[Optimum | None, str | None]:
+    """The exact optimum to compare with, and why it is not the model's own optimum (``None`` when it is).
+
+    Linear regression always gets the least-squares (or ridge) solution, even when it minimises another loss."""
+    linear = pl_module.linear_parameters() if hasattr(pl_module, "linear_parameters") else None
+    if chunks is None or linear is None:
+        return None, "the model is not linear in its parameters (a network's objective is not convex)"
+    hparams = pl_module.hparams
+    l2, l1 = getattr(pl_module, "l2", 0.0), hparams.get("l1", 0.0)
+    if getattr(pl_module, "task", "regression") == "classification":
+        if l1:
+            return None, "the L1 penalty (l1 > 0) has no smooth optimum to compute here"
+        return logistic_optimum(chunks, linear[0].shape[1], hparams.n_outputs, l2)
+    loss = hparams.get("loss", "mse")
+    reasons = ([f"it minimises the {loss} loss, which has no closed-form optimum"] if loss != "mse" else []) + \
+              (["its objective has an L1 penalty (l1 > 0)"] if l1 else [])
+    return least_squares_optimum(Moments.of(chunks), l2), "; ".join(reasons) or None
+
+
+def _exact(optimum: Optimum, weight: torch.Tensor, bias: torch.Tensor, why: str | None) -> dict:
+    """The exact optimum as a parameter column, and how far the learned parameters are from it."""
+    theta = optimum.theta
+    result = {"exact": {"weight": _listed(theta[:-1].T), "bias": _listed(theta[-1])}}
+    notes = []
+    if optimum.full_rank:
+        result["gap_to_exact"] = float((as_theta(weight, bias) - theta).abs().max())
     else:
-        gap = torch.cat([(weight.detach().double().cpu() - w_exact).reshape(-1),
-                         (bias.detach().double().cpu() - b_exact).reshape(-1)])
-        result["gap_to_exact"] = float(gap.abs().max())
-    hparams = getattr(pl_module, "hparams", {})
-    other_loss = hparams.get("loss", "mse") != "mse"
-    penalised = bool(hparams.get("weight_decay", 0) or hparams.get("l1", 0))
-    if other_loss:
-        differs.append(f"the model need not reach it: it minimises {hparams['loss']} loss, not the squared error")
-    if penalised:
-        differs.append("the model need not reach it: its loss has a weight penalty")
-    if not (other_loss or penalised):  # exact is the model's own optimum: how far is the model from it?
-        exact_loss = result["exact"]["train_loss"]
-        result["relative_loss_gap"] = (result["learned_train_loss"] - exact_loss) / max(abs(exact_loss), 1e-300)
-    if differs:
-        result["note"] = "exact is the least-squares solution; " + "; ".join(differs)
+        # one-hot columns of a category sum to 1, as the bias column does: a line of parameters has the same loss
+        notes.append("the inputs are collinear (e.g. the one-hot columns of a category and the bias), so many "
+                     "parameter sets reach the same minimum; compare the objectives, not the parameters "
+                     "(exact is the smallest such solution)")
+    if why is not None:
+        notes.append(f"exact is the least-squares solution, which the model need not reach: {why}")
+    if notes:
+        result["note"] = "; ".join(notes)
     return result
+
+
+def _uncertainty(datamodule, optimum: Optimum, weight: torch.Tensor, bias: torch.Tensor, report: dict) -> dict:
+    """Standard errors, t (or z) values and 95% intervals of the learned coefficients, in the raw units column
+    (the features' own units) where there is one: the covariance at the optimum carried through the (linear)
+    map from the model's units to the raw ones."""
+    if optimum.covariance is None:
+        why = ("the inputs are collinear" if not optimum.full_rank else
+               "they are given for unpenalised least squares (l2 = 0, MSE) and for logistic regression")
+        return {"uncertainty": {"note": f"no standard errors: {why}"}}
+    m, d = weight.shape
+    raw = getattr(datamodule, "raw_units", lambda w, b: None)
+
+    def raw_theta(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        mapped = raw(w, b)
+        return as_theta(w, b) if mapped is None else as_theta(torch.tensor(mapped[0]), torch.tensor(mapped[1]))
+
+    zero_w, zero_b = torch.zeros(m, d, dtype=torch.float64), torch.zeros(m, dtype=torch.float64)
+    base = raw_theta(zero_w, zero_b)
+    columns = []
+    for i in range(d + 1):  # the map acts on each output's parameters alone: move parameter i of all at once
+        w, b = zero_w.clone(), zero_b.clone()
+        if i < d:
+            w[:, i] = 1
+        else:
+            b[:] = 1
+        columns.append(raw_theta(w, b) - base)
+    jacobian = torch.stack(columns, dim=1)  # (d + 1, d + 1, m): raw parameter, model parameter, output
+    se = torch.stack([(jacobian[..., j] @ optimum.covariance[j] @ jacobian[..., j].T).diagonal().clamp_min(0).sqrt()
+                      for j in range(m)], dim=1)  # (d + 1, m)
+    estimate = raw_theta(weight.detach().double().cpu(), bias.detach().double().cpu())
+    statistic = "t" if optimum.dof is not None else "z"
+    q = float(stats.t.ppf(0.975, optimum.dof) if optimum.dof is not None else stats.norm.ppf(0.975))
+
+    def shaped(t: torch.Tensor) -> dict:
+        return {"weight": _listed(t[:-1].T), "bias": _listed(t[-1])}
+
+    info = {"units": "raw_units" if "raw_units" in report else "learned", "statistic": statistic, "dof": optimum.dof,
+            "covariance": "sigma^2 (X^T X)^-1" if statistic == "t" else "inverse Hessian of the objective (x n)"}
+    if not optimum.full_rank:
+        info["note"] = ("the softmax biases are identified only up to a common shift: their standard errors are "
+                        "those of the smallest (centred) solution")
+    return {"uncertainty": info, "std_err": shaped(se), statistic: shaped(estimate / se),
+            "ci95_low": shaped(estimate - q * se), "ci95_high": shaped(estimate + q * se)}
+
+
+def _model_objective(pl_module, chunks: Chunks) -> float:
+    """Mean training loss plus penalty of the model as it is, computed with the model's own arithmetic."""
+    total, n = 0.0, 0
+    dtype = next(pl_module.parameters()).dtype
+    with torch.no_grad():
+        for x, y in chunks():
+            x, y = x.to(pl_module.device, dtype), y.to(pl_module.device)
+            total += float(pl_module.compute_loss(pl_module(x), y.to(dtype) if y.is_floating_point() else y)) * len(x)
+            n += len(x)
+        return total / n + float(pl_module.penalty())
 
 
 def _labels(report: dict, name: str, shape: tuple[int, ...]) -> list[str]:
@@ -193,7 +284,7 @@ def _labels(report: dict, name: str, shape: tuple[int, ...]) -> list[str]:
 def format_report(report: dict, max_rows: int = 20) -> str:
     """The report as a few aligned lines: one row per parameter, columns learned / true / exact."""
     lines = [f"Parameters of {report['model']} after {report['stage']}:"]
-    columns = [c for c in ("raw_units", "true", "exact") if c in report]
+    columns = [c for c in ("raw_units", "true", "exact", "std_err", "t", "z", "ci95_low", "ci95_high") if c in report]
     rows = []
     for name, values in report["learned"].items():
         tensor = torch.tensor(values, dtype=torch.float64)
@@ -206,21 +297,35 @@ def format_report(report: dict, max_rows: int = 20) -> str:
         if len(flat) > max_rows:
             rows.append((f"... {len(flat) - max_rows} more in report.json", None, []))
     width = max([12] + [len(label) + 2 for label, value, _ in rows if value is not None])
-    lines.append(f"  {'parameter':<{width}}{'learned':>14}" + "".join(f"{c.replace('_', ' '):>14}" for c in columns))
+    headers = {"ci95_low": "95% low", "ci95_high": "95% high"}
+    lines.append(f"  {'parameter':<{width}}{'learned':>14}" +
+                 "".join(f"{headers.get(c, c.replace('_', ' ')):>14}" for c in columns))
     for label, value, others in rows:
         if value is None:
             lines.append(f"  {label}")
             continue
         lines.append(f"  {label:<{width}}{value:>14.6f}" + "".join(f"{o:>14.6f}" if o is not None else f"{'':>14}"
                                                                  for o in others))
-    if "exact" in report:
-        gap = f"largest |learned - exact|: {report['gap_to_exact']:.3g}; " if "gap_to_exact" in report else ""
-        relative = (f" (relative gap of the loss {report['relative_loss_gap']:.3g})" if "relative_loss_gap" in report
-                    else "")
-        lines.append(f"  {gap}train MSE learned {report['learned_train_mse']:.6g}, exact "
-                     f"{report['exact']['train_mse']:.6g}{relative}")
-    if "note" in report:
-        lines.append(f"  note: {report['note']}")
+    if "std_err" in report:
+        units = "raw units" if report["uncertainty"]["units"] == "raw_units" else "learned"
+        lines.append(f"  std err, {report['uncertainty']['statistic']} and the 95% interval are for the {units} column")
+    if "gap_to_exact" in report:
+        lines.append(f"  largest |learned - exact|: {report['gap_to_exact']:.3g}")
+    for key in ("note",):
+        if key in report:
+            lines.append(f"  note: {report[key]}")
+    if "note" in (report.get("uncertainty") or {}):
+        lines.append(f"  note: {report['uncertainty']['note']}")
+    optimization = report.get("optimization")
+    if optimization:
+        state = {True: "converged", False: "NOT converged", None: "convergence unknown"}[optimization["converged"]]
+        line = (f"  optimization: {state} after {optimization['epochs']} epochs of {optimization['optimizer']}; "
+                f"objective {optimization['objective']:.8g}")
+        if optimization.get("optimum") is not None:
+            line += f", optimum {optimization['optimum']:.8g}, relative gap {optimization['relative_gap']:.3g}"
+        lines.append(line)
+        if "note" in optimization:
+            lines.append(f"  note: {optimization['note']}")
     if report.get("metrics"):
         lines.append("  metrics: " + ", ".join(f"{k} {v:.6g}" for k, v in report["metrics"].items()))
     return "\n".join(lines)

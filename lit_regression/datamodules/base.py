@@ -86,6 +86,17 @@ class TensorDataModule(L.LightningDataModule):
         """Regression targets, or the number of classes for classification."""
         return len(self.classes) if self.classes is not None else len(self.target_names)
 
+    @property
+    def n_train(self) -> int:
+        """Rows in the training split, all processes together (known after ``setup``)."""
+        train = self.splits.get("train")
+        return len(train[0]) if train is not None else 0
+
+    @property
+    def full_batch(self) -> bool:
+        """Whether each training step sees all of a process's training rows (one batch per epoch)."""
+        return self.batch_size is None or self.batch_size >= self.n_train
+
     # --- subclasses -------------------------------------------------------------------------------------------
     def make_splits(self) -> dict[str, tuple[torch.Tensor, ...]]:
         """Return ``{"train": (x, y), "val": (x, y), "test": (x, y), "predict": (x, row)}``; leave out a split

@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 
 from lit_regression.datamodules.base import TensorDataModule
-from lit_regression.errors import InputError
+from lit_regression.errors import InputError, say
 from lit_regression.preprocessing import STRATEGIES, Preprocessing, encoded_names, fit_levels, missing, plain
 from lit_regression.tables import (decimal_commas, delimiter, is_number, is_text, listing, mostly_numeric, numbers, read_table,
                                    type_name, values, where_row)
 
 TASKS = ("regression", "classification")
 Strategy = str  # "none", "mean" or "median": checked in __init__, whose message names the choices
-
-
-@rank_zero_only
-def say(line: str, warning: bool = False) -> None:
-    """One line on the console, from the first process only."""
-    print(f"warning: {line}" if warning else line, file=sys.stderr if warning else sys.stdout, flush=True)
 
 
 class TableDataModule(TensorDataModule):
@@ -570,6 +562,11 @@ class TableDataModule(TensorDataModule):
         path, name = (h.predict_path, "data.predict_path") if h.predict_path else (h.path, "data.path")
         rows = np.arange(table.num_rows)
         return {"predict": (self._encode(table, {"predict": rows}, path, name)["predict"], torch.from_numpy(rows))}
+
+    @property
+    def n_train(self) -> int:
+        train = self.split_rows.get("train")
+        return len(train) if train is not None else super().n_train
 
     def setup(self, stage: str) -> None:
         # read the data now; encode it when a dataloader is asked for, since Lightning loads the checkpoint's

@@ -19,7 +19,7 @@ class LinearRegression(RegressionModel):
             uses two ``nn.Parameter``s drawn with ``torch.randn``, weights first (keys ``weights``, ``bias``),
             exactly as seeds 000-002 build their model.
         **kwargs: the arguments of :class:`RegressionModel` and :class:`LitModel` (``n_features``, ``n_outputs``,
-            ``loss``, ``lr``, ``weight_decay``, ``l1``, ``train_metrics``).
+            ``loss``, ``optimizer``, ``lr``, ``l2``, ``l1``, ``weight_decay``, ``train_metrics``).
     """
 
     def __init__(self, form: Literal["linear", "parameter"] = "linear", **kwargs) -> None:

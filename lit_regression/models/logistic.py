@@ -16,6 +16,11 @@ class LogisticRegression(LitModel):
     one logit each and cross-entropy. Targets are class indices; ``predict`` returns one probability per class.
     Logs ``*_loss``, ``*_acc``, ``*_precision``, ``*_recall``, ``*_f1``, ``*_auroc`` (macro averages).
 
+    The objective is the mean cross-entropy plus ``l2 / 2 * ||W||^2`` on the weights. By default ``l2`` is
+    ``1 / n_train`` (set when ``fit`` starts, from the training rows): what scikit-learn's
+    ``LogisticRegression()`` (``C = 1``) minimises on the same rows. ``C = 1 / (l2 * n_train)`` in general;
+    ``--model.l2 0`` removes the penalty (on separable classes the weights then grow without end).
+
     Args:
         **kwargs: the arguments of :class:`LitModel`; ``n_outputs`` is the number of classes (at least 2).
     """
@@ -30,6 +35,9 @@ class LogisticRegression(LitModel):
         n_classes = self.hparams.n_outputs
         self.linear = nn.Linear(self.hparams.n_features, 1 if n_classes == 2 else n_classes)
         self.loss_fn = nn.BCEWithLogitsLoss() if n_classes == 2 else nn.CrossEntropyLoss()
+
+    def default_l2(self, n_train: int) -> float:
+        return 1.0 / n_train
 
     def make_metrics(self) -> MetricCollection:
         n_classes = self.hparams.n_outputs

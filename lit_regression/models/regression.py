@@ -28,8 +28,8 @@ class RegressionModel(LitModel):
 
     Args:
         loss: ``mse``, ``l1`` (mean absolute error) or ``huber``.
-        **kwargs: the shared arguments of :class:`LitModel` (``n_features``, ``n_outputs``, ``lr``,
-            ``weight_decay``, ``l1``, ``train_metrics``).
+        **kwargs: the shared arguments of :class:`LitModel` (``n_features``, ``n_outputs``, ``optimizer``,
+            ``lr``, ``l2``, ``l1``, ``weight_decay``, ``train_metrics``).
     """
 
     def __init__(self, loss: Literal["mse", "l1", "huber"] = "mse", **kwargs) -> None:
