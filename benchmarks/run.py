@@ -38,6 +38,7 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 
 import bigdata  # noqa: E402
+import optimum  # noqa: E402
 import plain_line  # noqa: E402
 import table_load  # noqa: E402
 
@@ -48,12 +49,14 @@ FULL = {
     "process_epochs": 1000, "process_reps": 3, "import_reps": 2,
     "rows": 2_000_000, "features": 32, "batch": 65536, "big_epochs": 4, "big_reps": 3, "dl_batches": 2,
     "table_rows": 1_000_000, "table_memory_reps": 2, "table_load_reps": 3,
+    "optimum_rows": 200_000, "optimum_features": 50, "optimum_reps": 3,
 }
 QUICK = {
     "n1": 10, "n2": 40, "epoch_reps": 2,
     "process_epochs": 50, "process_reps": 1, "import_reps": 1, "skip_importtime": True, "skip_cli_import": True,
     "rows": 262_144, "features": 32, "batch": 65536, "big_epochs": 3, "big_reps": 1, "dl_batches": 1,
     "table_rows": 100_000, "table_memory_reps": 1, "table_load_reps": 2,
+    "optimum_rows": 20_000, "optimum_features": 50, "optimum_reps": 1,
 }
 
 
@@ -505,13 +508,31 @@ def figure_table(report: Report, cfg: dict) -> None:
     report.details["table"] = {"memory": memory, "load": load}
 
 
+def figure_optimum(report: Report, cfg: dict) -> None:
+    rows, features = cfg["optimum_rows"], cfg["optimum_features"]
+    print(f"\n[6] time for the default fit to reach the optimum, against scikit-learn's fit on the same training "
+          f"rows (diabetes, and {rows:,} x {features}; {cfg['optimum_reps']} repetitions)", flush=True)
+    cases = [("diabetes", "linear", 0, 10), ("linear", "linear", rows, features),
+             ("logistic", "logistic", rows, features)]
+    results = optimum.measure(cases, cfg["optimum_reps"])
+    for r in results:
+        o = r["optimization"]
+        reference = "LogisticRegression" if r["kind"] == "logistic" else "LinearRegression"
+        report.note(f"{r['name']}: {r['rows']:,} training rows x {r['features']}: ours {median(r['ours_s']):.2f}s "
+                    f"({o['epochs']} epochs of {o['optimizer']}, relative gap {o['relative_gap']:.2g}, converged "
+                    f"{o['converged']}), scikit-learn {reference}().fit {median(r['sklearn_s']):.3f}s")
+        report.row(f"time to optimum, {r['name']} {reference}: whole default fit vs scikit-learn's fit",
+                   r["ratio"], None, note="" if o["converged"] else "NOT converged")
+    report.details["optimum"] = results
+
+
 # --- main -------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     global ON_DEVICE
     parser = argparse.ArgumentParser(description="lit_regression benchmarks (issue 7)")
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (smaller sizes, fewer repetitions)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.add_argument("--only", nargs="+", choices=["epoch", "process", "throughput", "gpu", "table"],
+    parser.add_argument("--only", nargs="+", choices=["epoch", "process", "throughput", "gpu", "table", "optimum"],
                         help="run only these figures")
     parser.add_argument("--threads", type=int, help="torch intra-op threads, here and in the subprocesses "
                         "(default: torch's choice). On a small machine shared with other work, 1 avoids stalls "
@@ -522,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     cfg = dict(QUICK if args.quick else FULL)
-    only = set(args.only or ["epoch", "process", "throughput", "gpu", "table"])
+    only = set(args.only or ["epoch", "process", "throughput", "gpu", "table", "optimum"])
     quiet()
     start = time.perf_counter()
     info = machine()
@@ -558,6 +579,11 @@ def main(argv: list[str] | None = None) -> int:
             figure_table(report, cfg)
         except Exception as err:  # noqa: BLE001
             report.row("table: error", float("nan"), None, note=f"{type(err).__name__}: {err}"[:300])
+    if "optimum" in only:
+        try:
+            figure_optimum(report, cfg)
+        except Exception as err:  # noqa: BLE001
+            report.row("optimum: error", float("nan"), None, note=f"{type(err).__name__}: {err}"[:300])
     elapsed = time.perf_counter() - start
     print(f"\nResults ({'quick' if args.quick else 'full'} run, {elapsed:.0f}s; ratios are medians of "
           "interleaved repetitions):\n")

@@ -176,3 +176,25 @@ def test_ddp_on_a_table_with_categories_and_gaps(tmp_path):
     reference = pd.read_csv(versions(tmp_path / "predict_one")[0] / "predictions.csv")
     assert predicted["row"].tolist() == list(range(40))
     assert predicted["charges"].to_numpy() == pytest.approx(reference["charges"].to_numpy(), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_lbfgs_full_batch_converges_like_one_process(tmp_path):
+    """The default optimizer on a full batch is L-BFGS: two processes must take the same line-search steps (the
+    closure's loss is averaged over processes) and reach the optimum of all training rows, as one process does."""
+    import json
+
+    flags = ("--model", "LinearRegression", "--data", "TableDataModule", "--data.path",
+             ROOT / "examples" / "data" / "diabetes.csv", "--data.target", "progression")
+    run_cli("fit", *flags, root=tmp_path / "one")
+    cli_process("fit", *flags, "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                root=tmp_path / "two", timeout=120)
+    (one,), (two,) = versions(tmp_path / "one"), versions(tmp_path / "two")  # one version folder for both processes
+    single, double = (json.loads((run / "report.json").read_text()) for run in (one, two))
+    optimization = double["optimization"]
+    assert optimization["optimizer"] == "LBFGS"
+    assert optimization["converged"] is True, optimization
+    assert optimization["relative_gap"] < 1e-6, optimization
+    for name in ("weight", "bias"):
+        assert torch.tensor(double["learned"][name]) == pytest.approx(
+            torch.tensor(single["learned"][name]), abs=1e-4), name

@@ -48,7 +48,7 @@ class Convergence(L.Callback):
         self._sum: torch.Tensor | float = 0.0
         self._rows = 0
         self._grad: torch.Tensor | None = None
-        self._stalled = False
+        self._stalled = self._small_gradient = False
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "waited": self.waited, "reason": self.reason, "epoch": self.epoch}
@@ -93,18 +93,20 @@ class Convergence(L.Callback):
                 self.reason, self.best, self.waited = None, None, 0  # go on with unit steps
             if self.reason is not None:
                 self.epoch = trainer.current_epoch
-                if self.stop:
-                    say(f"converged after {self.epoch + 1} epochs: {self.reason}")
+                if self.stop:  # only a small gradient is convergence; a plateau is a stop the report judges
+                    verb = "converged" if self._small_gradient else "stopped"
+                    say(f"{verb} after {self.epoch + 1} epochs: {self.reason}")
         if self.reason is not None and self.stop:
             trainer.should_stop = True
 
     def _check(self, objective: float, grad: float, smooth: bool, full_batch: bool, lbfgs: bool) -> str | None:
-        self._stalled = False  # set where a stalled gradient is the reason
+        self._stalled = self._small_gradient = False  # which of the reasons below it is
         if smooth and full_batch and grad >= 0:
             # the float32 objective goes flat long before the parameters settle: watch the gradient instead
             # residuals in the target's own units (not standardised) make gradients as large as their root
             limit = self.tol * max(1.0, abs(objective)) ** 0.5
             if grad <= limit:
+                self._small_gradient = True
                 return f"the objective's largest gradient, {grad:.3g}, is within {limit:.3g}"
             if lbfgs:  # 20 iterations an epoch: a gradient that does not halve in a few epochs has stalled
                 self._stalled = True

@@ -133,7 +133,9 @@ class TensorDataModule(L.LightningDataModule):
             seed=self.seed,
             rank=rank,
             world_size=world_size,
-            pad=train,
+            # full batches: one batch per process whatever the shard sizes, and no row counted twice (the model
+            # weighs each process's mean by its rows: see LitModel.on_train_start)
+            pad=train and not self.full_batch,
         )
 
     def train_dataloader(self) -> TensorBatches | list:

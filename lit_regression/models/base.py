@@ -69,6 +69,7 @@ class LitModel(L.LightningModule):
         self.l2 = 0.0 if l2 is None else float(l2)  # LogisticRegression's default is set in setup(), from n_train
         self._counted = False  # the training batch's loss is counted (L-BFGS evaluates a batch many times)
         self._global_loss = False  # DDP with L-BFGS: the closure returns the loss of all processes
+        self._rows_per_process = 0.0  # DDP on full batches: n_train / world_size
         metrics = self.make_metrics()
         stages = STAGES if train_metrics else tuple(s for s in STAGES if s != "train")
         self.stage_metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}_") for s in stages})
@@ -119,6 +120,8 @@ class LitModel(L.LightningModule):
         if stage != "train":
             return loss
         self._counted = True
+        if self._rows_per_process:  # DDP averages the processes' means: weigh each by its share of the rows
+            loss = loss * (len(x) / self._rows_per_process)
         if self._global_loss:  # same value on every process (its line search must decide alike), own gradient
             loss = loss + (self.trainer.strategy.reduce(loss.detach(), reduce_op="mean") - loss.detach())
         return loss + self.penalty()
@@ -236,8 +239,13 @@ class LitModel(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=lr, weight_decay=decay)
 
     def on_train_start(self) -> None:
-        optimizers = self.trainer.optimizers
-        self._global_loss = self.trainer.world_size > 1 and any(isinstance(o, torch.optim.LBFGS) for o in optimizers)
+        trainer = self.trainer
+        self._global_loss = trainer.world_size > 1 and any(isinstance(o, torch.optim.LBFGS) for o in trainer.optimizers)
+        # full batches under DDP are not padded, so the shards may differ by a row: scaling each process's mean
+        # by rows / (n_train / world_size) makes the average over processes the mean over all rows, exactly
+        datamodule = trainer.datamodule
+        full = trainer.world_size > 1 and getattr(datamodule, "full_batch", False) and datamodule.n_train
+        self._rows_per_process = datamodule.n_train / trainer.world_size if full else 0.0
 
     def linear_parameters(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(weight, bias)`` of shape ``(n_outputs, n_features)`` and ``(n_outputs,)`` for models that are one

@@ -1,0 +1,105 @@
+"""Figure 6 of ``benchmarks/run.py``: how long the default ``fit`` takes to reach the optimum of its objective,
+against scikit-learn fitting the same training rows.
+
+Ours: ``lit-regression fit`` in this process with no optimizer or epoch flags (L-BFGS on the full batch, stopped by
+the Convergence callback), figures and predictions off, the report on (it checks the optimum), from reading the
+table to the end of ``fit``. scikit-learn: ``LinearRegression().fit`` on the raw training rows, and
+``LogisticRegression().fit`` (C = 1, the same objective as ours) on the standardised training rows; the rows are
+already in memory, so its time is the solver's alone. Each case also reports the relative gap and whether our
+report says converged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _table(kind: str, rows: int, features: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, features)) * rng.uniform(0.1, 10, features) + rng.uniform(-5, 5, features)
+    logits = ((x - x.mean(0)) / x.std(0)) @ rng.standard_normal(features) * 0.5
+    if kind == "logistic":
+        return x, (rng.random(rows) < 1 / (1 + np.exp(-logits))).astype(np.int64)
+    return x, logits * 3 + rng.standard_normal(rows)
+
+
+def _write(path: Path, x: np.ndarray, y: np.ndarray) -> list[str]:
+    names = [f"x{i}" for i in range(x.shape[1])]
+    pq.write_table(pa.table({**{n: x[:, i] for i, n in enumerate(names)}, "y": y}), path)
+    return names
+
+
+def _ours(path: Path, target: str, model: str, root: str) -> tuple[float, dict]:
+    from lit_regression.cli import LitRegressionCLI
+
+    args = ["fit", "--model", model, "--data", "TableDataModule", "--data.path", str(path), "--data.target", target,
+            "--trainer.default_root_dir", root, "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false", "--plots.enabled", "false", "--predictions.enabled", "false"]
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        cli = LitRegressionCLI(args=args)
+    seconds = time.perf_counter() - start
+    report = json.loads((Path(cli.trainer.log_dir) / "report.json").read_text())
+    return seconds, report["optimization"]
+
+
+def _sklearn(kind: str, x: np.ndarray, y: np.ndarray) -> float:
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    if kind == "logistic":
+        x = StandardScaler().fit_transform(x)
+        start = time.perf_counter()
+        LogisticRegression().fit(x, y)
+    else:
+        start = time.perf_counter()
+        LinearRegression().fit(x, y)
+    return time.perf_counter() - start
+
+
+def measure(cases: list[tuple[str, str, int, int]], reps: int) -> list[dict]:
+    """``cases``: (name, kind, rows, features), rows 0 for the shipped diabetes table. Interleaved repetitions."""
+    from lit_regression.datamodules import TableDataModule
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, kind, rows, features in cases:
+            if rows == 0:
+                path, target = ROOT / "examples" / "data" / "diabetes.csv", "progression"
+            else:
+                path, target = Path(tmp) / f"{name}.parquet", "y"
+                _write(path, *_table(kind, rows, features))
+            dm = TableDataModule(path=str(path), target=target,
+                                 task="classification" if kind == "logistic" else "regression")
+            dm.setup("fit")
+            table = pq.read_table(path) if path.suffix == ".parquet" else None
+            frame = table.to_pandas() if table is not None else __import__("pandas").read_csv(path)
+            train = dm.split_rows["train"]
+            x = frame.drop(columns=target).to_numpy(dtype=np.float64)[train]
+            y = frame[target].to_numpy()[train]
+            model = "LogisticRegression" if kind == "logistic" else "LinearRegression"
+            ours, theirs, optimization = [], [], None
+            for rep in range(reps):
+                order = ("ours", "sklearn") if rep % 2 == 0 else ("sklearn", "ours")
+                for side in order:
+                    if side == "ours":
+                        seconds, optimization = _ours(path, target, model, str(Path(tmp) / "runs"))
+                        ours.append(seconds)
+                    else:
+                        theirs.append(_sklearn(kind, x, y))
+            ratios = sorted(o / t for o, t in zip(ours, theirs))
+            results.append({"name": name, "kind": kind, "rows": len(train), "features": x.shape[1],
+                            "ours_s": sorted(ours), "sklearn_s": sorted(theirs),
+                            "ratio": ratios[len(ratios) // 2], "optimization": optimization})
+    return results
