@@ -16,7 +16,7 @@ from sklearn.linear_model import LinearRegression as SkLinearRegression
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from conftest import ROOT, run_cli, versions
+from conftest import ROOT, run_cli, scalars, versions
 from lit_regression.datamodules import TableDataModule
 from lit_regression.optimum import Moments, least_squares_optimum, logistic_optimum
 
@@ -199,3 +199,18 @@ def test_two_layer_says_why_no_optimum(root, capsys):
     optimization = json.loads((versions(root)[-1] / "report.json").read_text())["optimization"]
     assert optimization["optimum"] is None and "not convex" in optimization["note"]
     assert optimization["objective"] > 0
+
+
+def test_lbfgs_resume_is_bit_identical_and_tensorboard_gets_the_gap(root):
+    """The default optimizer keeps its history in the checkpoint: 3 epochs, then 3 more from last.ckpt, end
+    exactly where 6 uninterrupted epochs end."""
+    args = (*TABLE, "--model", "LogisticRegression", "--data.path", ROOT / "examples" / "data" / "iris.csv",
+            "--data.target", "species", "--convergence.stop", "false", "--plots.enabled", "false",
+            "--predictions.enabled", "false")
+    whole = run_cli("fit", *args, "--trainer.max_epochs", "6", root=root / "whole")
+    run_cli("fit", *args, "--trainer.max_epochs", "3", root=root / "split")
+    resumed = run_cli("fit", *args, "--trainer.max_epochs", "6", "--ckpt_path", "last", root=root / "split")
+    assert isinstance(resumed.trainer.optimizers[0], torch.optim.LBFGS)
+    for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert scalars(versions(root / "whole")[-1])["optimization/relative_gap"][-1] >= 0

@@ -34,8 +34,10 @@ class LitModel(L.LightningModule):
             of linear and logistic models in a few epochs. Otherwise (mini-batches, or an L1 term) it takes
             Adam. ``lbfgs``, ``adam`` or ``sgd`` choose one; ``--optimizer CLASS`` replaces all of this.
         lr: learning rate; default 1.0 for L-BFGS, 1e-3 for Adam, 0.01 for SGD.
-        l2: strength of the L2 penalty ``l2 / 2 * ||W||^2`` on the weights. Default: ``1 / n_train`` for
-            LogisticRegression (scikit-learn's default ``C = 1``), 0 for the regression models.
+        l2: strength of the L2 penalty ``l2 / 2 * ||W||^2`` on the weights: scikit-learn's ``C = 1 / (l2 *
+            n_train)`` for LogisticRegression, Ridge's ``alpha = l2 * n_train / 2`` for MSE. Default: ``1 /
+            n_train`` for LogisticRegression (set when fit starts: scikit-learn's default ``C = 1``), 0 for the
+            regression models.
         l1: strength of the L1 penalty ``l1 * |W|_1`` on the weights.
         weight_decay: the optimizer's own decay, which also shrinks the biases; prefer ``l2``.
         train_metrics: also compute the metrics (``train_mae``, ``train_r2``, ``train_acc`` ...) on the training
