@@ -142,9 +142,11 @@ class ParameterReport(L.Callback):
                 logger.log_metrics({"optimization/relative_gap": optimization["relative_gap"]},
                                    step=trainer.global_step)
         if optimization.get("converged") is False:
-            say("the fit did not converge (report.json, \"optimization\"): try more epochs (--trainer.max_epochs), "
-                "L-BFGS (--model.optimizer lbfgs, on full batches), standardised inputs (--data.standardize true) "
-                "or a lower learning rate", warning=True)
+            smooth = getattr(pl_module, "smooth", lambda: True)()  # L-BFGS needs a gradient everywhere
+            faster = ("L-BFGS (--model.optimizer lbfgs, on full batches)" if smooth else
+                      "a smooth objective (--model.loss mse or huber, no l1) that L-BFGS can minimise")
+            say(f"the fit did not converge (report.json, \"optimization\"): try more epochs (--trainer.max_epochs), "
+                f"{faster}, standardised inputs (--data.standardize true) or a lower learning rate", warning=True)
 
     # trainer.log_dir is a collective under DDP: every process asks, only the first writes
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
