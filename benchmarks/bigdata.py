@@ -167,7 +167,8 @@ def lightning_epochs(rows: int, features: int, batch_size: int, epochs: int, dev
     accelerator = "gpu" if device.startswith("cuda") else "cpu"
     args = [
         "fit", "--model", "lit_regression.models.LinearRegression", "--model.init_args.loss", "mse",
-        "--model.init_args.lr", "0.01", "--model.init_args.train_metrics", str(train_metrics).lower(),
+        "--model.init_args.optimizer", "sgd", "--model.init_args.lr", "0.01",  # the plain loops' SGD, not auto's Adam
+        "--model.init_args.train_metrics", str(train_metrics).lower(),
         "--data", f"{module}.BenchRegressionDataModule", "--data.init_args.rows", str(rows),
         "--data.init_args.features", str(features), "--data.init_args.batch_size", str(batch_size),
         "--data.init_args.shuffle", "true", "--data.init_args.on_device", str(on_device).lower(),

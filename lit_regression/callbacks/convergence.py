@@ -44,7 +44,8 @@ class Convergence(L.Callback):
         self.waited = 0
         self.reason: str | None = None  # why it counts as converged; None while it does not
         self.epoch: int | None = None  # the epoch at which it converged
-        self._first = False
+        self._first = False  # the current batch's first evaluation (L-BFGS evaluates a batch many times)
+        self._batch_rows = 0
         self._sum: torch.Tensor | float = 0.0
         self._rows = 0
         self._grad: torch.Tensor | None = None

@@ -313,9 +313,8 @@ def format_report(report: dict, max_rows: int = 20) -> str:
         lines.append(f"  std err, {report['uncertainty']['statistic']} and the 95% interval are for the {units} column")
     if "gap_to_exact" in report:
         lines.append(f"  largest |learned - exact|: {report['gap_to_exact']:.3g}")
-    for key in ("note",):
-        if key in report:
-            lines.append(f"  note: {report[key]}")
+    if "note" in report:
+        lines.append(f"  note: {report['note']}")
     if "note" in (report.get("uncertainty") or {}):
         lines.append(f"  note: {report['uncertainty']['note']}")
     optimization = report.get("optimization")
