@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 import shutil
@@ -309,6 +310,28 @@ def resume_config_name(log_dir: str) -> str:
     while os.path.exists(os.path.join(log_dir, f"config-resume-{k}.yaml")):
         k += 1
     return f"config-resume-{k}.yaml"
+
+
+# --- reading a checkpoint -------------------------------------------------------------------------------------
+def read_checkpoint(path: str) -> dict:
+    """Load a checkpoint with ``weights_only=True``: tensors and plain values only; nothing in it runs."""
+    if not os.path.isfile(path):
+        raise InputError(f"ckpt_path={path!r}: no such file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" in str(err):  # a pickled class or function: unpickling it could run code
+            name = str(err).split("GLOBAL ", 1)[-1].split()[0] if "GLOBAL " in str(err) else "an object"
+            raise InputError(
+                f"ckpt_path={path!r} is refused: it holds a pickled {name}, not only tensors and plain values, and "
+                "loading it could run code (nothing in it was run). Only load checkpoints you trust."
+            ) from None
+        raise InputError(f"ckpt_path={path!r} is not a PyTorch checkpoint (it cannot be unpickled)") from None
+    except Exception as err:  # noqa: BLE001 - garbage fails in many ways (RuntimeError, EOFError, KeyError, ...)
+        raise InputError(f"ckpt_path={path!r} is not a PyTorch checkpoint (torch.load: {type(err).__name__}: {err})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise InputError(f"ckpt_path={path!r} is not a Lightning checkpoint: it has no 'state_dict'")
+    return checkpoint
 
 
 # --- does a checkpoint fit the model --------------------------------------------------------------------------

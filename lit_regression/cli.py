@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import pickle
 import sys
 import warnings
 from types import MethodType
@@ -16,7 +15,8 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lit_regression.callbacks import Convergence, ParameterReport, Plots, PredictionWriter
 from lit_regression.callbacks.finite import FiniteCheck
-from lit_regression.checkpointing import RandomState, ResumableCheckpoint, resolve_resume, resume_config_name, with_atomic_io
+from lit_regression.checkpointing import (RandomState, ResumableCheckpoint, read_checkpoint, resolve_resume,
+                                         resume_config_name, with_atomic_io)
 from lit_regression.datamodules import TensorDataModule
 from lit_regression.errors import InputError
 from lit_regression.logger import RunLogger
@@ -24,27 +24,6 @@ from lit_regression.models import LitModel
 
 # ckpt_path values that Lightning resolves itself instead of reading a file
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
-
-
-def read_checkpoint(path: str) -> dict:
-    """Load a checkpoint with ``weights_only=True``: tensors and plain values only; nothing in it runs."""
-    if not os.path.isfile(path):
-        raise InputError(f"ckpt_path={path!r}: no such file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Unsupported global" in str(err):  # a pickled class or function: unpickling it could run code
-            name = str(err).split("GLOBAL ", 1)[-1].split()[0] if "GLOBAL " in str(err) else "an object"
-            raise InputError(
-                f"ckpt_path={path!r} is refused: it holds a pickled {name}, not only tensors and plain values, and "
-                "loading it could run code (nothing in it was run). Only load checkpoints you trust."
-            ) from None
-        raise InputError(f"ckpt_path={path!r} is not a PyTorch checkpoint (it cannot be unpickled)") from None
-    except Exception as err:  # noqa: BLE001 - garbage fails in many ways (RuntimeError, EOFError, KeyError, ...)
-        raise InputError(f"ckpt_path={path!r} is not a PyTorch checkpoint (torch.load: {type(err).__name__}: {err})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise InputError(f"ckpt_path={path!r} is not a Lightning checkpoint: it has no 'state_dict'")
-    return checkpoint
 
 
 def _as_subclass_config(hparams: dict) -> dict | None:

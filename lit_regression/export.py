@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from lit_regression.checkpointing import read_checkpoint
 from lit_regression.errors import InputError
 
 WEIGHTS_FILE = "weights.pt"
@@ -38,8 +39,6 @@ def model_config(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any
     """The model's ``{"class_path": ..., "init_args": {...}}``, from a Lightning checkpoint file written by the
     CLI, from its ``hyper_parameters`` dict, or given directly."""
     if isinstance(source, (str, os.PathLike)):
-        from lit_regression.cli import read_checkpoint  # lazy: the CLI imports the callbacks, which import us
-
         source = read_checkpoint(str(source)).get("hyper_parameters") or {}
     source = dict(source)
     if "class_path" in source:
