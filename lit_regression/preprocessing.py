@@ -3,7 +3,8 @@ and still loads with ``weights_only=True``): imputation (scikit-learn's ``Simple
 (``OneHotEncoder(handle_unknown="ignore")``) and standardisation (``StandardScaler``).
 
 Encoded columns keep the table's order; a categorical column becomes one 0/1 column per level, named
-``column=level``. Numeric columns are standardised, one-hot columns are left as 0/1.
+``column=level``. Numeric columns keep their units: the standardisation fitted here (mean and scale per column and
+target) is applied by the model, which carries it as buffers.
 """
 
 from __future__ import annotations
@@ -153,34 +154,11 @@ class Preprocessing:
 
     def encode(self, feature: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """A feature's filled cells as its float32 model inputs ``(rows, width)``, and for a categorical one the
-        mask of rows with a level not seen in training."""
+        mask of rows with a level not seen in training. Numbers stay in their units: the model standardises
+        them with ``mean`` and ``scale`` (its ``input_mean`` and ``input_scale`` buffers)."""
         if feature in self.categories:
             return one_hot(values, self.categories[feature])
-        if self.mean is not None:
-            column = self.columns[feature].start
-            values = values - self.mean[column]  # a new array: divided in place
-            values /= self.scale[column]
         return values.astype(np.float32).reshape(-1, 1), None
-
-    def scale_targets(self, y: np.ndarray) -> np.ndarray:
-        if self.target_mean is None:
-            return y
-        return (y - np.asarray(self.target_mean)) / np.asarray(self.target_scale)
-
-    def raw_units(self, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """An affine map on the encoded inputs (``weight (outputs, inputs)``, ``bias (outputs,)``) rewritten on
-        the unscaled inputs and, where targets were scaled, in the targets' units (what scikit-learn's
-        ``coef_``/``intercept_`` show for a model fitted on the raw columns)."""
-        weight, bias = np.asarray(weight, dtype=np.float64), np.asarray(bias, dtype=np.float64)
-        if self.mean is not None:
-            scale, mean = np.asarray(self.scale), np.asarray(self.mean)
-            weight = weight / scale
-            bias = bias - weight @ mean
-        if self.target_mean is not None:
-            t_scale, t_mean = np.asarray(self.target_scale), np.asarray(self.target_mean)
-            weight = weight * t_scale[:, None]
-            bias = bias * t_scale + t_mean
-        return weight, bias
 
     # --- as plain values (the datamodule's state_dict) ----------------------------------------------------------
     def state(self) -> dict[str, Any]:

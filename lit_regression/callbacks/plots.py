@@ -107,15 +107,16 @@ class Plots(L.Callback):
         classes = getattr(datamodule, "classes", None)
         task = getattr(pl_module, "task", getattr(datamodule, "task", "regression"))
         if "train" in splits and task == "regression":
-            fitted = {name: _regression_rows(pl_module, datamodule, splits[name]) for name in ("train", "val")
+            fitted = {name: _regression_rows(pl_module, splits[name]) for name in ("train", "val")
                       if name in splits and len(splits[name][0])}
             targets = _names(getattr(datamodule, "target_names", None), fitted["train"][1].shape[1], "y")
             features = _names(getattr(datamodule, "feature_names", None), splits["train"][0].shape[1], "x")
             if len(features) == 1:
-                curve = _regression_curve(pl_module, datamodule, splits)
+                curve = _regression_curve(pl_module, splits)
                 true = getattr(datamodule, "true_parameters", lambda: None)()
                 linear = pl_module.linear_parameters() if hasattr(pl_module, "linear_parameters") else None
-                learned = None if linear is None else {"weight": linear[0].detach(), "bias": linear[1].detach()}
+                raw = None if linear is None else pl_module.raw_units(*linear)  # the line in the data's units
+                learned = None if linear is None else dict(zip(("weight", "bias"), raw or [p.detach() for p in linear]))
                 figures["data_and_predictions"] = data_and_predictions_figure(
                     fitted, curve, features[0], targets, true, learned)
             else:
@@ -139,7 +140,7 @@ def _outputs(pl_module: L.LightningModule, x: torch.Tensor, classify: bool = Fal
     pl_module.eval()
     try:
         with torch.no_grad():
-            out = pl_module(x.to(pl_module.device))
+            out = pl_module(x.to(pl_module.device, pl_module.dtype))
             if classify:
                 out = pl_module.predict_outputs(out)
     finally:
@@ -147,21 +148,17 @@ def _outputs(pl_module: L.LightningModule, x: torch.Tensor, classify: bool = Fal
     return out.detach().float().cpu()
 
 
-def _decode(datamodule, values: torch.Tensor) -> torch.Tensor:
-    return datamodule.decode(values) if hasattr(datamodule, "decode") else values
-
-
-def _regression_rows(pl_module, datamodule, split) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _regression_rows(pl_module, split) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(x, y, predicted)`` of a split, targets and predictions in the targets' own units, 2-d."""
     x, y = split[0].cpu(), split[1].cpu().reshape(len(split[1]), -1)
-    return x, _decode(datamodule, y.float()), _decode(datamodule, _outputs(pl_module, x).reshape(len(x), -1))
+    return x, y.float(), _outputs(pl_module, x).reshape(len(x), -1)
 
 
-def _regression_curve(pl_module, datamodule, splits, points: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+def _regression_curve(pl_module, splits, points: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
     """The model on an even grid across the range of every split's single feature: ``(x, predicted)``."""
     xs = torch.cat([t[0].reshape(-1).float().cpu() for t in splits.values() if len(t[0])])
     grid = torch.linspace(float(xs.min()), float(xs.max()), points).unsqueeze(1)
-    return grid, _decode(datamodule, _outputs(pl_module, grid).reshape(points, -1))
+    return grid, _outputs(pl_module, grid).reshape(points, -1)
 
 
 def _names(names: Sequence[str] | None, count: int, prefix: str) -> list[str]:

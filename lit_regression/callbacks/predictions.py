@@ -33,20 +33,37 @@ class PredictionWriter(BasePredictionWriter):
     """
 
     def __init__(self, filename: str = "predictions.csv", enabled: bool = True) -> None:
-        super().__init__(write_interval="epoch")
+        super().__init__(write_interval="batch_and_epoch")
         self.filename = filename
         self.enabled = enabled
         self.path: str | None = None
+        self._parts: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, outputs) of this epoch's batches
+        self._seen = 0  # rows of this epoch's batches that carried no row index
+
+    def on_predict_epoch_start(self, trainer, pl_module) -> None:
+        self._parts, self._seen = [], 0
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx: int,
+                           dataloader_idx: int = 0) -> None:
+        """Keep the batch's predictions with their rows: the datamodules' ``(x, row)`` batches carry the row
+        indices (each process serves its own rows); other loaders' rows are counted in order."""
+        if not self.enabled or dataloader_idx != 0 or not torch.is_tensor(prediction):
+            return
+        rows = batch[1] if isinstance(batch, (list, tuple)) and len(batch) == 2 else None
+        if not (torch.is_tensor(rows) and rows.ndim == 1 and len(rows) == len(prediction)
+                and not rows.is_floating_point()):
+            rows = torch.arange(self._seen, self._seen + len(prediction))
+            self._seen += len(prediction)
+        self._parts.append((rows.detach().cpu(), prediction.detach().float().cpu()))
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         if not self.enabled:
             return
-        if predictions and isinstance(predictions[0], list):  # several dataloaders: only the first is ours
-            predictions = predictions[0]
-        if not predictions:
+        parts, self._parts = self._parts, []
+        if not parts:
             return
-        rows = gather(torch.cat([p["row"] for p in predictions]), trainer)
-        outputs = gather(torch.cat([p["output"].float() for p in predictions]), trainer)
+        rows = gather(torch.cat([r for r, _ in parts]), trainer)
+        outputs = gather(torch.cat([o for _, o in parts]), trainer)
         log_dir = trainer.log_dir or trainer.default_root_dir  # a collective under DDP: every process asks
         if not trainer.is_global_zero:
             return
@@ -75,7 +92,6 @@ def table(datamodule, rows: torch.Tensor, outputs: torch.Tensor):
         for i, label in enumerate(classes):
             columns[f"prob_{label}"] = outputs[:, i].numpy()
     else:
-        decoded = datamodule.decode(outputs) if hasattr(datamodule, "decode") else outputs
-        for i, name in enumerate(targets):
-            columns[name] = decoded[:, i].numpy()
+        for i, name in enumerate(targets):  # the model's outputs are in the targets' units
+            columns[name] = outputs[:, i].numpy()
     return pd.DataFrame(columns)

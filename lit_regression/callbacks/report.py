@@ -29,13 +29,21 @@ def least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch
     return theta[:-1].T.contiguous(), theta[-1].contiguous()
 
 
-def training_chunks(datamodule, rows: int = 65_536) -> Chunks | None:
-    """One pass over the training rows as the model sees them, in chunks; ``None`` without training rows."""
+def training_chunks(datamodule, model=None, rows: int = 65_536) -> Chunks | None:
+    """One pass over the training rows as the model trains on them (scaled with the model's fitted scaling, in
+    its arithmetic), in chunks; ``None`` without training rows."""
     train = getattr(datamodule, "splits", {}).get("train")
     if train is None or not len(train[0]):
         return None
     x, y = train[0], train[1]
-    return lambda: ((x[i:i + rows], y[i:i + rows]) for i in range(0, len(x), rows))
+    if model is None or not getattr(model, "_scaled", False):
+        return lambda: ((x[i:i + rows], y[i:i + rows]) for i in range(0, len(x), rows))
+
+    def scaled(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            xs, ys = (t[i:i + rows].to(model.device, model.dtype) for t in (x, y))
+            return model.scale_inputs(xs), model.scale_targets(ys)
+    return lambda: (scaled(i) for i in range(0, len(x), rows))
 
 
 def _listed(t: torch.Tensor) -> list:
@@ -80,7 +88,7 @@ class ParameterReport(L.Callback):
         if metrics:
             report["metrics"] = metrics
         linear = pl_module.linear_parameters() if hasattr(pl_module, "linear_parameters") else None
-        chunks = training_chunks(datamodule)
+        chunks = training_chunks(datamodule, pl_module)
         optimum, why = _optimum(pl_module, chunks)
         if linear is None:
             report["learned"] = {name: _listed(p) for name, p in pl_module.state_dict().items()
@@ -90,15 +98,15 @@ class ParameterReport(L.Callback):
             report["features"] = list(getattr(datamodule, "feature_names", None) or [])
             report["outputs"] = _output_names(datamodule, weight.shape[0])
             report["learned"] = {"weight": _listed(weight), "bias": _listed(bias)}
-            raw = getattr(datamodule, "raw_units", lambda w, b: None)(weight, bias)
+            raw = pl_module.raw_units(weight, bias)
             if raw is not None:  # what scikit-learn's coef_ / intercept_ show on the unscaled columns
-                report["raw_units"] = {"weight": raw[0], "bias": raw[1]}
+                report["raw_units"] = {"weight": _listed(raw[0]), "bias": _listed(raw[1])}
             true = getattr(datamodule, "true_parameters", lambda: None)()
             if true is not None:
                 report["true"] = true
             if optimum is not None:
                 report.update(_exact(optimum, weight, bias, why))
-                report.update(_uncertainty(datamodule, optimum, weight, bias, report))
+                report.update(_uncertainty(pl_module, optimum, weight, bias, report))
         if stage == "fit" and chunks is not None:
             report["optimization"] = self._optimization(trainer, pl_module, chunks, optimum, why)
         return report
@@ -207,7 +215,7 @@ def _exact(optimum: Optimum, weight: torch.Tensor, bias: torch.Tensor, why: str 
     return result
 
 
-def _uncertainty(datamodule, optimum: Optimum, weight: torch.Tensor, bias: torch.Tensor, report: dict) -> dict:
+def _uncertainty(pl_module, optimum: Optimum, weight: torch.Tensor, bias: torch.Tensor, report: dict) -> dict:
     """Standard errors, t (or z) values and 95% intervals of the learned coefficients, in the raw units column
     (the features' own units) where there is one: the covariance at the optimum carried through the (linear)
     map from the model's units to the raw ones."""
@@ -216,11 +224,9 @@ def _uncertainty(datamodule, optimum: Optimum, weight: torch.Tensor, bias: torch
                "they are given for unpenalised least squares (l2 = 0, MSE) and for logistic regression")
         return {"uncertainty": {"note": f"no standard errors: {why}"}}
     m, d = weight.shape
-    raw = getattr(datamodule, "raw_units", lambda w, b: None)
-
     def raw_theta(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        mapped = raw(w, b)
-        return as_theta(w, b) if mapped is None else as_theta(torch.tensor(mapped[0]), torch.tensor(mapped[1]))
+        mapped = pl_module.raw_units(w, b)
+        return as_theta(w, b) if mapped is None else as_theta(*mapped)
 
     zero_w, zero_b = torch.zeros(m, d, dtype=torch.float64), torch.zeros(m, dtype=torch.float64)
     base = raw_theta(zero_w, zero_b)
@@ -258,7 +264,8 @@ def _model_objective(pl_module, chunks: Chunks) -> float:
     with torch.no_grad():
         for x, y in chunks():
             x, y = x.to(pl_module.device, dtype), y.to(pl_module.device)
-            total += float(pl_module.compute_loss(pl_module(x), y.to(dtype) if y.is_floating_point() else y)) * len(x)
+            outputs = pl_module.net(x)  # the chunks are scaled as training scales them
+            total += float(pl_module.compute_loss(outputs, y.to(dtype) if y.is_floating_point() else y)) * len(x)
             n += len(x)
         return total / n + float(pl_module.penalty())
 

@@ -103,9 +103,11 @@ class TensorDataModule(L.LightningDataModule):
         that does not exist. ``row`` is the position of each predict row in its input, as int64."""
         raise NotImplementedError
 
-    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Map model outputs back to the targets' own units (undo target scaling); identity by default."""
-        return outputs
+    def scaling(self) -> dict[str, list[float]]:
+        """The fitted scaling that the model takes when ``fit`` starts (see ``LitModel.set_scaling``):
+        ``input_mean``, ``input_scale``, ``target_mean``, ``target_scale``; none here (the splits are served as
+        the model takes them)."""
+        return {}
 
     def feature_columns(self) -> dict[str, torch.Tensor] | None:
         """The predict rows' features as the user gave them (unscaled), to stand beside the predictions."""

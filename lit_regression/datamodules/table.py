@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Literal
 
 import numpy as np
@@ -58,10 +59,12 @@ class TableDataModule(TensorDataModule):
             validation rows.
         stratify: for classification, keep the class proportions equal in every split.
         standardize: scale every numeric feature to mean 0 and standard deviation 1 with the training rows'
-            statistics (one-hot columns stay 0/1). The fitted statistics travel in the checkpoint with the
-            weights and are applied by ``predict``; a model loaded on its own takes standardised inputs.
-        standardize_target: regression only: scale the targets the same way for training; predictions are
-            written back in the targets' own units (logged losses and errors are in the scaled units).
+            statistics (one-hot columns stay 0/1). The statistics are part of the model (its ``input_mean`` and
+            ``input_scale`` buffers, saved with the weights): the datamodule serves the numbers as they are, and
+            the model, also when loaded on its own, takes them in their own units.
+        standardize_target: regression only: fit the targets scaled the same way (the model's ``target_mean``
+            and ``target_scale``); the model's outputs and predictions are in the targets' own units, as are the
+            logged metrics (mae, rmse, r2); the logged losses are in the scaled units that training minimises.
         predict_path: a table to predict instead of ``path``, in any of the formats above: it needs the feature
             columns (and ``id_column``), in any order; other columns are ignored (named in one line).
         id_column: a column that identifies the rows; ``predictions.csv`` carries it instead of the features.
@@ -103,6 +106,10 @@ class TableDataModule(TensorDataModule):
     ) -> None:
         super().__init__(batch_size=batch_size, shuffle=shuffle, seed=seed, on_device=on_device)
         self.save_hyperparameters()
+        # absolute, so that a checkpoint (which keeps these arguments) finds its tables from any working folder
+        # (written into hparams: LightningCLI hands save_hyperparameters the arguments as it was given them)
+        for name, value in (("path", path), ("predict_path", predict_path)):
+            self.hparams[name] = _absolute(value)
         task = task or "regression"
         if task not in TASKS:
             raise InputError(f"data.task={task!r} is invalid: expected 'regression' or 'classification'")
@@ -333,14 +340,26 @@ class TableDataModule(TensorDataModule):
                 self._predict_table = self.training_table()
             else:
                 table = read_table(h.predict_path, "data.predict_path", h.sep, h.decimal)
-                needed = list(self.input_columns) + ([h.id_column] if h.id_column is not None else [])
-                self._require(table, needed, h.predict_path, "data.predict_path", "feature")
-                extra = [c for c in table.column_names if c not in needed and c not in self._targets]
-                if extra:
-                    say(f"data.predict_path={h.predict_path!r}: ignoring the columns {listing(extra)}, which the model "
-                        "does not use")
-                self._predict_table = table
+                self._predict_table = self.check_predict_table(table, h.predict_path, "data.predict_path")
         return self._predict_table
+
+    def check_predict_table(self, table, path: str, name: str):
+        """``table`` (pyarrow) if it has the feature columns (and the id column): other columns are named in one
+        line and left out; ``path`` and ``name`` are what messages call it."""
+        h = self.hparams
+        needed = list(self.input_columns) + ([h.id_column] if h.id_column is not None else [])
+        self._require(table, needed, path, name, "feature")
+        extra = [c for c in table.column_names if c not in needed and c not in self._targets]
+        if extra:
+            say(f"{name}={path!r}: ignoring the columns {listing(extra)}, which the model does not use")
+        return table
+
+    def predict_rows(self, table, path: str = "rows", name: str = "rows") -> torch.Tensor:
+        """Predict ``table`` (pyarrow) from now on, with the same column checks as ``predict_path``; return its
+        rows as model inputs (imputed and one-hot encoded; numbers in their units, as the model takes them)."""
+        self._predict_table = self.check_predict_table(table, path, name)
+        self.splits.pop("predict", None)
+        return self._encode(self._predict_table, {"predict": np.arange(table.num_rows)}, path, name)["predict"]
 
     @staticmethod
     def _require(table, columns: list[str], path: str, name: str, what: str) -> None:
@@ -493,21 +512,16 @@ class TableDataModule(TensorDataModule):
         self._preprocessing = loaded
         self.splits = {}  # rebuilt with this preprocessing
 
-    def raw_units(self, weight: torch.Tensor, bias: torch.Tensor) -> tuple[list, list] | None:
-        """The model's affine map on the table's own units (standardisation undone), or ``None`` if no scaling."""
-        state = self._preprocessing
-        if state is None or (state.mean is None and state.target_mean is None):
-            return None
-        w, b = state.raw_units(weight.detach().double().cpu().numpy(), bias.detach().double().cpu().numpy())
-        return w.tolist(), b.tolist()
-
-    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
-        state = self._preprocessing
-        if self.task != "regression" or state is None or state.target_mean is None:
-            return outputs
-        mean = torch.tensor(state.target_mean, dtype=torch.float64)
-        scale = torch.tensor(state.target_scale, dtype=torch.float64)
-        return outputs.detach().cpu().double() * scale + mean
+    def scaling(self) -> dict[str, list[float]]:
+        """The standardisation fitted on the training rows, which the model applies (so that it takes the
+        columns in their own units): per encoded input (one-hot columns: mean 0, scale 1) and per target."""
+        state = self.fit_preprocessing()
+        scaling = {}
+        if state.mean is not None:
+            scaling.update(input_mean=state.mean, input_scale=state.scale)
+        if state.target_mean is not None and self.task == "regression":
+            scaling.update(target_mean=state.target_mean, target_scale=state.target_scale)
+        return scaling
 
     def _encode(self, table, parts: dict[str, np.ndarray], path: str, name: str) -> dict[str, torch.Tensor]:
         """The model inputs of the rows ``parts[split]`` of ``table``: float32 ``(rows, inputs)`` per split, built
@@ -544,17 +558,15 @@ class TableDataModule(TensorDataModule):
         """``train``, ``val`` and ``test``, encoded. The training table is let go column by column as it is
         encoded (read again only if rows of it are predicted), so its float64 cells and the float32 model inputs
         are not both held whole."""
-        state = self.fit_preprocessing()
+        self.fit_preprocessing()
         # the features only, in the only reference left once self._table is dropped: _encode consumes it
         tables = [self.training_table().select(list(self.input_columns))]
         self._table = None
         xs = self._encode(tables, self.split_rows, self.hparams.path, "data.path")
         splits = {}
         for split, rows in self.split_rows.items():
-            y = self._y[rows]
-            if self.task == "regression":
-                y = state.scale_targets(y)
-            splits[split] = (xs[split], torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)))
+            y = np.ascontiguousarray(self._y[rows], dtype=np.float32)
+            splits[split] = (xs[split], torch.from_numpy(y))
         return splits
 
     def _predict_split(self) -> dict[str, tuple[torch.Tensor, ...]]:
@@ -580,6 +592,9 @@ class TableDataModule(TensorDataModule):
                 say(self.describe_columns())
                 if self.hparams.predict_path is not None:
                     self.predict_table()  # a bad predict file fails before training rather than after
+            if stage == "test" and not self.hparams.test_fraction:
+                say(f"test runs on the {len(self.split_rows['val'])} validation rows: data.test_fraction is 0 (give "
+                    "it a fraction to hold out rows for test alone)")
         self.splits = {}
 
     def _batches(self, split: str, train: bool = False):
@@ -602,6 +617,11 @@ class TableDataModule(TensorDataModule):
                 f"model {type(model).__name__} does {model_task} but data.task={self.task!r}: choose a matching "
                 "pair (LogisticRegression for classification, a regression model otherwise)"
             )
+
+
+def _absolute(path: str | None) -> str | None:
+    """``path`` with ``~`` expanded, relative to the current working folder; ``None`` stays ``None``."""
+    return None if path is None else os.path.abspath(os.path.expanduser(path))
 
 
 def _key(label: Any) -> Any:

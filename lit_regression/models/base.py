@@ -16,11 +16,20 @@ OPTIMIZERS = ("auto", "lbfgs", "adam", "sgd")
 # learning rate of each optimizer when --model.lr is not given: L-BFGS takes unit steps (its line search scales
 # them); Adam's 1e-3 is its own default; SGD's 0.01 is the seeds'
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-3, "sgd": 0.01}
+# what the progress bar shows of an epoch's values: the losses and the main metric of each task
+PROGRESS_METRICS = ("_loss", "_r2", "_acc")
 
 
 class LitModel(L.LightningModule):
-    """Base of the lit_regression models. Subclasses build layers, then define ``forward``, ``compute_loss``,
+    """Base of the lit_regression models. Subclasses build layers, then define ``net``, ``compute_loss``,
     ``make_metrics`` and ``predict_outputs``.
+
+    The fitted scaling of the inputs is part of the model: the buffers ``input_mean`` and ``input_scale`` (and,
+    for regression, ``target_mean`` and ``target_scale``) are taken from the datamodule when ``fit`` starts and
+    saved with the weights. So ``model(x)`` takes the inputs in their own units (numeric columns as they are,
+    one-hot columns as 0/1) and returns the targets in theirs (logits for classification), after
+    ``load_from_checkpoint`` and in ``trainer.predict`` with any loader. Training, and the parameters that
+    ``linear_parameters`` returns, work on the standardised inputs and targets: ``net(scale_inputs(x))``.
 
     The objective that training minimises is the mean loss over the training rows plus ``l2 / 2 * ||W||^2 +
     l1 * |W|_1``, where ``W`` are the weights (never the biases, as in scikit-learn). In scikit-learn's terms:
@@ -76,6 +85,11 @@ class LitModel(L.LightningModule):
         stages = STAGES if train_metrics else tuple(s for s in STAGES if s != "train")
         self.stage_metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}_") for s in stages})
         self.stage_losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})
+        # the fitted input scaling (identity until fit takes the datamodule's): part of the state_dict
+        self.register_buffer("input_mean", torch.zeros(n_features))
+        self.register_buffer("input_scale", torch.ones(n_features))
+        self._scaled = False  # whether the scaling buffers are not the identity (skips two ops per step if so)
+        self.register_load_state_dict_post_hook(lambda module, keys: module._scaling_changed())
 
     # --- for subclasses ---------------------------------------------------------------------------------------
     def make_metrics(self) -> MetricCollection:
@@ -87,9 +101,69 @@ class LitModel(L.LightningModule):
     def metric_inputs(self, outputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return outputs, target
 
+    def net(self, z: torch.Tensor) -> torch.Tensor:
+        """The model on standardised inputs: outputs in standardised target units (logits for classification)."""
+        raise NotImplementedError
+
     def predict_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
-        """What ``predict`` returns for a batch of raw outputs."""
+        """What ``predict`` returns for a batch of outputs of ``forward``."""
         return outputs
+
+    # --- the fitted scaling -----------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs for inputs in their own units: targets in their units (regression), logits (classification)."""
+        return self.unscale_outputs(self.net(self.scale_inputs(x)))
+
+    def scale_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.input_mean) / self.input_scale if self._scaled else x
+
+    def scale_targets(self, y: torch.Tensor) -> torch.Tensor:
+        """Targets in the units that training fits (standardised, for regression with a fitted target scaling)."""
+        return y
+
+    def unscale_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Outputs of ``net`` in the targets' own units."""
+        return outputs
+
+    def scaling_buffers(self) -> dict[str, torch.Tensor]:
+        return {"input_mean": self.input_mean, "input_scale": self.input_scale}
+
+    def set_scaling(self, scaling: dict[str, torch.Tensor | list[float]]) -> None:
+        """Copy a fitted scaling (``input_mean``, ``input_scale``, and for regression ``target_mean``,
+        ``target_scale``) into the buffers; a key left out is the identity (mean 0, scale 1)."""
+        buffers = self.scaling_buffers()
+        unknown = [name for name in scaling if name not in buffers]
+        if unknown:
+            raise InputError(f"{type(self).__name__} has no scaling {unknown[0]!r}; it has {sorted(buffers)}")
+        for name, buffer in buffers.items():
+            value = scaling.get(name)
+            if value is None:
+                value = torch.zeros_like(buffer) if name.endswith("mean") else torch.ones_like(buffer)
+            value = torch.as_tensor(value, dtype=buffer.dtype).reshape(-1)
+            if value.shape != buffers[name].shape:
+                raise InputError(f"{name} has {len(value)} values but the model has {len(buffers[name])} "
+                                 f"{'inputs' if name.startswith('input') else 'outputs'}")
+            buffers[name].copy_(value)
+        self._scaling_changed()
+
+    def _scaling_changed(self) -> None:
+        means = [b for name, b in self.scaling_buffers().items() if name.endswith("mean")]
+        scales = [b for name, b in self.scaling_buffers().items() if name.endswith("scale")]
+        self._scaled = any(bool(m.ne(0).any()) for m in means) or any(bool(s.ne(1).any()) for s in scales)
+
+    def raw_units(self, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """An affine map of the standardised inputs (``weight (outputs, inputs)``, ``bias (outputs,)``) as a map
+        of the inputs in their own units to the targets in theirs, in float64 (scikit-learn's ``coef_`` and
+        ``intercept_`` on the raw columns); ``None`` when there is no scaling."""
+        if not self._scaled:
+            return None
+        buffers = {name: b.detach().double().cpu() for name, b in self.scaling_buffers().items()}
+        weight = weight.detach().double().cpu() / buffers["input_scale"]
+        bias = bias.detach().double().cpu() - weight @ buffers["input_mean"]
+        if "target_scale" in buffers:
+            weight = weight * buffers["target_scale"][:, None]
+            bias = bias * buffers["target_scale"] + buffers["target_mean"]
+        return weight, bias
 
     # --- the shared step --------------------------------------------------------------------------------------
     def _stage_metrics(self, stage: str) -> MetricCollection | None:
@@ -112,13 +186,13 @@ class LitModel(L.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
-        outputs = self(x)
-        loss = self.compute_loss(outputs, y)
+        outputs = self.net(self.scale_inputs(x))
+        loss = self.compute_loss(outputs, self.scale_targets(y))
         if stage != "train" or not self._counted:  # L-BFGS: count the loss at the step's starting point only
             self.stage_losses[f"{stage}_loss"].update(loss.detach(), len(x))
             metrics = self._stage_metrics(stage)
-            if metrics is not None:
-                metrics.update(*self.metric_inputs(outputs.detach(), y))
+            if metrics is not None:  # in the targets' own units
+                metrics.update(*self.metric_inputs(self.unscale_outputs(outputs.detach()), y))
         if stage != "train":
             return loss
         self._counted = True
@@ -150,7 +224,8 @@ class LitModel(L.LightningModule):
         The torchmetrics objects accumulate over the epoch's batches (weighted by rows) and sync across
         processes in ``compute()``, so the values are final here. ``validate`` and ``test`` hand them to
         ``self.log`` (Lightning returns and prints them). During ``fit`` they go straight to
-        ``trainer.callback_metrics`` (what checkpointing, early stopping and the callbacks read) and to the
+        ``trainer.callback_metrics`` (what checkpointing, early stopping and the callbacks read),
+        ``trainer.logged_metrics``, ``trainer.progress_bar_metrics`` (the losses and the main metric) and the
         loggers, at the step and with the ``epoch`` key that Lightning's own logging uses (the epoch's last
         optimizer step, counted from 0, for train and validation values alike): ``self.log`` stores
         every value in a result collection, moves and reduces it, and costs ~0.3 ms per key, more than a whole
@@ -164,9 +239,15 @@ class LitModel(L.LightningModule):
             self.log_dict(values, on_step=False, on_epoch=True, sync_dist=True)  # already synced: a no-op mean
             return
         trainer.callback_metrics.update(values)
-        if trainer.sanity_checking or not trainer.loggers:  # Lightning logs nothing from the sanity check either
+        if trainer.sanity_checking:  # Lightning logs nothing from the sanity check either
             return
         scalars = {name: value.item() for name, value in values.items()}
+        # what self.log(..., prog_bar=True) would leave there: the losses and the main metric, as numbers
+        trainer.progress_bar_metrics.update({k: v for k, v in scalars.items() if k.endswith(PROGRESS_METRICS)})
+        trainer.logged_metrics.update(values)
+        trainer.logged_metrics["epoch"] = torch.tensor(float(trainer.current_epoch))
+        if not trainer.loggers:
+            return
         scalars["epoch"] = trainer.current_epoch
         step = max(trainer.global_step - 1, 0)
         for logger in trainer.loggers:
@@ -190,14 +271,22 @@ class LitModel(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "test")
 
-    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
-        x, rows = batch
-        return {"row": rows, "output": self.predict_outputs(self(x))}
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """Predictions in the targets' units (class probabilities for classification) for a batch of inputs in
+        their own units: a tensor, or a sequence whose first item is (a ``TensorDataset``'s batches, with or
+        without targets; the datamodules' ``(x, row)``)."""
+        return self.predict_outputs(self(batch if torch.is_tensor(batch) else batch[0]))
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Refuse, with one message, a checkpoint of another model family or shape, or with non-finite weights."""
+        """Refuse, with one message, a checkpoint of another model family or shape, or with non-finite weights.
+        A checkpoint from before the scaling was the model's gets it from the datamodule state it carries."""
         from lit_regression.checkpointing import check_compatible
 
+        saved = checkpoint.get("state_dict")
+        if isinstance(saved, dict) and not any(name in saved for name in self.scaling_buffers()):
+            scaling = {**{name: b.detach().cpu() for name, b in self.scaling_buffers().items()},
+                       **_scaling_of_old_checkpoint(checkpoint, self.scaling_buffers())}
+            saved.update(scaling)
         check_compatible(self, checkpoint)
 
     # --- the objective and its optimizer ----------------------------------------------------------------------
@@ -206,6 +295,10 @@ class LitModel(L.LightningModule):
         return 0.0
 
     def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        scaling = getattr(datamodule, "scaling", None)
+        if stage == "fit" and scaling is not None:  # a resumed fit then loads the checkpoint's (the same values)
+            self.set_scaling(scaling())
         if stage == "fit" and self.hparams.l2 is None:
             n_train = getattr(self.trainer.datamodule, "n_train", None) if self._trainer is not None else None
             if not n_train and self.default_l2(1):
@@ -253,3 +346,16 @@ class LitModel(L.LightningModule):
         """``(weight, bias)`` of shape ``(n_outputs, n_features)`` and ``(n_outputs,)`` for models that are one
         affine map, else ``None``."""
         return None
+
+
+
+def _scaling_of_old_checkpoint(checkpoint: dict, buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The scaling that a checkpoint written before the scaling was the model's applied in its datamodule (the
+    table datamodule's state: ``feature_mean`` ...), as buffer values; empty where it has none."""
+    names = {"input_mean": "feature_mean", "input_scale": "feature_scale", "target_mean": "target_mean",
+             "target_scale": "target_scale"}
+    for state in checkpoint.values():
+        if isinstance(state, dict) and "feature_mean" in state and "features" in state:
+            return {name: torch.tensor(state[key], dtype=buffers[name].dtype) for name, key in names.items()
+                    if name in buffers and state.get(key) is not None}
+    return {}

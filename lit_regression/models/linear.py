@@ -38,7 +38,7 @@ class LinearRegression(RegressionModel):
             return self.linear.weight, self.linear.bias
         return self.weights, self.bias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def net(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.form == "linear":
             return self.linear(x)
         return x @ self.weights.T + self.bias

@@ -54,7 +54,7 @@ class LogisticRegression(LitModel):
             compute_groups=False,
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def net(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x)
 
     def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

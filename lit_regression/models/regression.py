@@ -37,6 +37,18 @@ class RegressionModel(LitModel):
             raise InputError(f"model loss={loss!r} is invalid: expected one of {sorted(LOSSES)}")
         super().__init__(**kwargs)
         self.loss_fn = LOSSES[loss]()
+        # the fitted target scaling: training fits (y - target_mean) / target_scale, forward returns y's units
+        self.register_buffer("target_mean", torch.zeros(self.hparams.n_outputs))
+        self.register_buffer("target_scale", torch.ones(self.hparams.n_outputs))
+
+    def scaling_buffers(self) -> dict[str, torch.Tensor]:
+        return {**super().scaling_buffers(), "target_mean": self.target_mean, "target_scale": self.target_scale}
+
+    def scale_targets(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.target_mean) / self.target_scale if self._scaled else y
+
+    def unscale_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs * self.target_scale + self.target_mean if self._scaled else outputs
 
     def make_metrics(self) -> MetricCollection:
         return MetricCollection(

@@ -24,5 +24,5 @@ class TwoLayerRegression(RegressionModel):
         self.linear1 = nn.Linear(self.hparams.n_features, hidden)
         self.linear2 = nn.Linear(hidden, self.hparams.n_outputs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def net(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear2(torch.relu(self.linear1(x)))

@@ -1,0 +1,111 @@
+"""Predictions from Python: the model and its table's preprocessing, both from one checkpoint.
+
+::
+
+    import lit_regression
+    predictor = lit_regression.load("runs/lightning_logs/version_0/checkpoints/last.ckpt")
+    predictor.predict("new_rows.csv")            # or a pandas DataFrame, or a dict of columns
+    predictor.predict({"age": [41], "city": ["Lyon"], "income": [52_000]})
+
+The result is a pandas DataFrame with the columns of ``predictions.csv``: ``row``, the id column (or the feature
+columns as given), then the prediction in the target's units (for classification, the predicted label and
+``prob_<label>`` per class). The rows get the same column checks, imputation and category encoding as
+``lit-regression predict --data.predict_path``; the checkpoint is read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from lit_regression.checkpointing import read_checkpoint
+from lit_regression.errors import InputError
+
+
+def _class(hparams: dict | None, what: str, path: str) -> type:
+    class_path = (hparams or {}).get("_class_path")
+    if not class_path or not str(class_path).startswith("lit_regression."):
+        raise InputError(f"{path!r}: the checkpoint names no lit_regression {what} class (it was not written by "
+                         "lit-regression fit)")
+    module, name = class_path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+class Predictor:
+    """A trained model (in eval mode, on the CPU) and the datamodule that encodes its rows.
+
+    Args:
+        model: a lit_regression model whose ``forward`` takes the inputs in their own units.
+        datamodule: the datamodule it was trained with, with its fitted state (``None``: rows are given as the
+            model's inputs, one column per ``n_features``).
+    """
+
+    def __init__(self, model: torch.nn.Module, datamodule: Any | None = None) -> None:
+        self.model = model.eval().cpu()
+        self.datamodule = datamodule
+
+    def inputs(self, rows: Any) -> torch.Tensor:
+        """The model inputs of ``rows``: a pandas DataFrame, a dict of columns, a pyarrow Table or the path of a
+        table file (a table datamodule encodes them); or an array of the model's inputs."""
+        import pyarrow as pa
+
+        dm = self.datamodule
+        if not hasattr(dm, "predict_rows"):  # no table: the rows are the model's inputs
+            if hasattr(rows, "to_numpy"):
+                rows = rows.to_numpy()
+            x = torch.as_tensor(np.asarray(rows, dtype=np.float32))
+            x = x.reshape(-1, 1) if x.ndim == 1 else x
+            n = self.model.hparams.n_features
+            if x.ndim != 2 or x.shape[1] != n:
+                raise InputError(f"rows have shape {tuple(x.shape)}: the model takes {n} input column(s)")
+            return x
+        from lit_regression.tables import _dense, read_table
+
+        if isinstance(rows, (str, os.PathLike)):
+            path = os.fspath(rows)
+            table = read_table(path, "path", dm.hparams.sep, dm.hparams.decimal)
+            return dm.predict_rows(table, path, "path")
+        if isinstance(rows, pa.Table):
+            table = rows
+        elif hasattr(rows, "columns") and hasattr(rows, "to_numpy"):  # a pandas DataFrame
+            table = pa.Table.from_pandas(rows, preserve_index=False)
+        elif isinstance(rows, Mapping):
+            try:
+                table = pa.table({str(k): list(v) if not hasattr(v, "__array__") else v for k, v in rows.items()})
+            except (pa.ArrowException, TypeError, ValueError) as err:
+                raise InputError(f"rows: the columns do not make a table ({err})") from None
+        else:
+            raise InputError(f"rows of type {type(rows).__name__}: expected a pandas DataFrame, a dict of columns, "
+                             "a pyarrow Table or the path of a .csv/.tsv/.parquet file")
+        if table.num_rows == 0:
+            raise InputError("rows: no rows to predict")
+        return dm.predict_rows(_dense(table), "rows", "rows")
+
+    def predict(self, rows: Any):
+        """Predictions for ``rows`` (see :meth:`inputs`) as a pandas DataFrame, in the target's units, with class
+        probabilities for a classifier."""
+        from lit_regression.callbacks.predictions import table
+
+        x = self.inputs(rows)
+        with torch.no_grad():
+            outputs = self.model.predict_outputs(self.model(x.to(self.model.dtype)))
+        return table(self.datamodule, torch.arange(len(x)), outputs.float())
+
+
+def load(path: str | os.PathLike) -> Predictor:
+    """The :class:`Predictor` of a checkpoint written by ``lit-regression fit`` (or by a ``Trainer`` with the
+    package's model and datamodule)."""
+    path = os.fspath(path)
+    checkpoint = read_checkpoint(path)  # one message for a missing, unsafe or foreign file
+    model = _class(checkpoint.get("hyper_parameters"), "model", path).load_from_checkpoint(
+        path, map_location="cpu", weights_only=True)
+    datamodule = None
+    if checkpoint.get("datamodule_hyper_parameters"):
+        cls = _class(checkpoint["datamodule_hyper_parameters"], "datamodule", path)
+        datamodule = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    return Predictor(model, datamodule)
