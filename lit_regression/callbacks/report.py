@@ -78,6 +78,7 @@ class ParameterReport(L.Callback):
         self.weights = weights
         self.tol = tol
         self.report: dict | None = None
+        self.path: str | None = None  # the report file last written
 
     def build(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str = "fit") -> dict:
         datamodule = trainer.datamodule
@@ -142,7 +143,8 @@ class ParameterReport(L.Callback):
         if stage == "fit" and self.weights:
             self.report["weights_file"] = export_weights(pl_module, os.path.join(log_dir, self.weights))
         print(format_report(self.report))
-        with open(os.path.join(log_dir, self.filename), "w") as f:
+        self.path = os.path.join(log_dir, self.filename)
+        with open(self.path, "w") as f:
             json.dump(self.report, f, indent=2)
         optimization = self.report.get("optimization") or {}
         if optimization.get("relative_gap") is not None:
