@@ -49,7 +49,10 @@ def test_seed_config_reproduces_printed_numbers(name, root):
 def test_parameter_form_draws_seed_initialisation():
     cli = LitRegressionCLI(args=["--config", str(CONFIGS / "line_parameter.yaml")], run=False)
     state = cli.model.state_dict()
-    assert list(state) == ["weights", "bias"]
+    assert [name for name, _ in cli.model.named_parameters()] == ["weights", "bias"]
+    # beside them, the fitted scaling (the identity: the seed's line is not scaled)
+    assert list(state) == ["weights", "bias", "input_mean", "input_scale", "target_mean", "target_scale"]
+    assert [state[k].item() for k in ("input_mean", "input_scale", "target_mean", "target_scale")] == [0, 1, 0, 1]
     assert state["weights"].item() == pytest.approx(0.3367, abs=1e-4)  # the seeds' printed initial values
     assert state["bias"].item() == pytest.approx(0.1288, abs=1e-4)
 
