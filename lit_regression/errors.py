@@ -13,5 +13,35 @@ class InputError(ValueError):
 
 @rank_zero_only
 def say(line: str, warning: bool = False) -> None:
-    """One line on the console, from the first process only; a warning goes to stderr."""
-    print(f"warning: {line}" if warning else line, file=sys.stderr if warning else sys.stdout, flush=True)
+    """One line on the console, from the first process only; a warning goes to stderr. Safe while a progress bar
+    is drawn: the line appears above it, intact."""
+    write_line(f"warning: {line}" if warning else line, sys.stderr if warning else sys.stdout)
+
+
+def write_line(text: str, stream) -> None:
+    """Write ``text`` and a newline to ``stream``, flushed. Progress bars drawn on the console (tqdm's, on stdout
+    or stderr) are cleared first and drawn again below the line, as ``tqdm.write`` does, so the line is neither
+    glued to a bar nor overwritten by its next refresh; bars not drawn yet (waiting for their ``delay``) stay
+    hidden."""
+    tqdm = getattr(sys.modules.get("tqdm"), "tqdm", None)  # no tqdm imported: no bar to mind
+    bars = [] if tqdm is None else [b for b in list(getattr(tqdm, "_instances", ())) if _drawn(b)]
+    if not bars:
+        print(text, file=stream, flush=True)
+        return
+    with tqdm.get_lock():
+        for bar in bars:
+            bar.clear(nolock=True)
+            bar.fp.flush()  # before the line, which may go to the other stream
+        stream.write(text + "\n")
+        stream.flush()
+        for bar in bars:
+            bar.refresh(nolock=True)
+
+
+def _drawn(bar) -> bool:
+    """Whether a tqdm bar is on the console now: open, shown (past its ``delay``), on stdout or stderr."""
+    try:
+        return (not bar.disable and bar.last_print_t >= bar.start_t + bar.delay
+                and any(bar.fp == f for f in (sys.stdout, sys.stderr)))
+    except AttributeError:  # not fully set up
+        return False
