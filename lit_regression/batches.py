@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator
 
 import torch
+from torch.utils.data import SequentialSampler
 
 
 class TensorBatches:
@@ -54,9 +55,11 @@ class TensorBatches:
     batch_sampler = None  # read by Lightning's dataloader checks
 
     @property
-    def sampler(self) -> TensorBatches:
-        """Lightning calls ``set_epoch`` on a loader's ``sampler``; this loader is its own sampler."""
-        return self
+    def sampler(self) -> TensorBatches | InOrder:
+        """What Lightning reads as the loader's sampler: it calls its ``set_epoch``, and it takes a loader whose
+        sampler is no ``SequentialSampler`` for a shuffled one (``--trainer.overfit_batches`` then warns that it
+        turns shuffling off). In order: an :class:`InOrder`; shuffled: the loader itself."""
+        return self if self.shuffle else InOrder(self)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -108,3 +111,15 @@ class TensorBatches:
         for start in range(0, n, size):
             index = rows[start : start + size]
             yield tuple(t.index_select(0, index) for t in tensors)
+
+
+class InOrder(SequentialSampler):
+    """The sampler of a :class:`TensorBatches` that does not shuffle: the rows in order, as ``SequentialSampler``
+    says to Lightning's checks; ``set_epoch`` goes on to the loader."""
+
+    def __init__(self, batches: TensorBatches) -> None:
+        super().__init__(range(batches.num_rows))
+        self.batches = batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.set_epoch(epoch)

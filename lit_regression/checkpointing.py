@@ -39,7 +39,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from lit_regression.errors import InputError
+from lit_regression.errors import InputError, say
 
 LOGS = "lightning_logs"
 VERSION = re.compile(r"^version_(\d+)$")
@@ -167,6 +167,38 @@ class ResumableCheckpoint(ModelCheckpoint):
     then links, leaving no ``last.ckpt`` at all in between. Full saves are atomic through
     :class:`AtomicCheckpointIO`."""
 
+    _unranked = False  # no validation rows: nothing to rank the checkpoints by, last.ckpt only
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        """With nothing to monitor (no validation rows, or validation switched off) keep ``last.ckpt`` only, and
+        say so once, where Lightning would warn at every epoch that ``val_loss`` was never logged."""
+        super().on_train_start(trainer, pl_module)
+        no_rows = trainer.val_dataloaders is not None and sum(trainer.num_val_batches) == 0
+        self._unranked = bool(self.monitor and self.save_top_k != 0
+                              and (trainer.limit_val_batches == 0 or no_rows))
+        if self._unranked:
+            say(f"no validation rows: checkpoints are not ranked by {self.monitor}; only last.ckpt is kept"
+                + ("" if self.save_last else " (--checkpoint.save_last is off: none)"))
+
+    def _save_topk_checkpoint(self, trainer, monitor_candidates) -> None:
+        if not self._unranked:
+            super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        """Lightning's, which writes ``last.ckpt`` if none was written yet, except under ``fast_dev_run``: Lightning
+        suppresses checkpointing there, and that write alone would ignore it."""
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning's, without its warning when the checkpoint was written into another folder: every ``validate``,
+        ``test`` and ``predict`` (and a fit that branches off) logs into a fresh version folder, so the folders
+        always differ there. As in Lightning, only ``best_model_path`` is taken over then."""
+        if state_dict.get("dirpath", self.dirpath) == self.dirpath:
+            super().load_state_dict(state_dict)
+        else:
+            self.best_model_path = state_dict["best_model_path"]
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         """``ModelCheckpoint.on_train_epoch_end`` (top-k, and ``last`` along with it), then ``last.ckpt`` if it
         was not written yet at this step; with one set of monitor candidates for both."""
@@ -268,6 +300,44 @@ def find_last_checkpoint(root: str) -> str | None:
     return str(max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name)))
 
 
+def find_best_checkpoint(last: str) -> str | None:
+    """The best checkpoint of the run whose ``last.ckpt`` is ``last``: the ``best_model_path`` that its
+    ModelCheckpoint state holds, looked up in ``last``'s own folder first (the path was saved relative to the
+    working folder of the run, which need not be this one), else as saved. ``None`` if the run kept none."""
+    callbacks = read_checkpoint(last).get("callbacks") or {}
+    for key, state in callbacks.items():
+        if not (isinstance(key, str) and "Checkpoint" in key and isinstance(state, dict)):
+            continue
+        best = state.get("best_model_path")
+        if not best:
+            continue
+        for candidate in (os.path.join(os.path.dirname(last), os.path.basename(best)), best):
+            if os.path.isfile(candidate):
+                return candidate
+    return None
+
+
+def find_checkpoint(which: str, root: str, purpose: str = "to load") -> str:
+    """``--ckpt_path last``: the newest ``last.ckpt`` under ``root``; ``best``: the best checkpoint of that same
+    (newest) run. Raises :class:`InputError` when there is none."""
+    last = find_last_checkpoint(root)
+    if last is None:
+        raise InputError(
+            f"ckpt_path={which!r}: there is no last.ckpt under {os.path.join(root, LOGS)}/version_*/checkpoints "
+            f"{purpose}; give the checkpoint's path, or the --trainer.default_root_dir of the run"
+        )
+    if which == "last":
+        return last
+    best = find_best_checkpoint(last)
+    if best is None:
+        raise InputError(
+            f"ckpt_path='best': the newest run ({os.path.dirname(os.path.dirname(last))}) kept no best checkpoint "
+            "(it had no validation rows to rank them by, or checkpoint.save_top_k was 0); give --ckpt_path last "
+            "or a checkpoint's path"
+        )
+    return best
+
+
 def version_of(ckpt_path: str, root: str) -> int | None:
     """``N`` when ``ckpt_path`` lies in ``ROOT/lightning_logs/version_N/checkpoints``, else ``None``."""
     path = Path(ckpt_path).resolve()
@@ -280,25 +350,21 @@ def version_of(ckpt_path: str, root: str) -> int | None:
 
 def resolve_resume(subcommand: str | None, ckpt_path: str | None, root: str, own_logger: bool,
                    dirpath: str | None) -> tuple[str | None, int | None]:
-    """``(ckpt_path, version)``: ``ckpt_path`` with ``last`` replaced by the newest ``last.ckpt`` under ``root``,
-    and the version folder that a resumed ``fit`` logs into (``None``: a fresh one). A fit resumes its run's folder
-    from the run's ``last.ckpt`` only; one started from another checkpoint (the best epoch's, say) branches off
-    into a fresh folder, whose curves would otherwise overwrite the run's own from that epoch on.
+    """``(ckpt_path, version)``: ``ckpt_path`` with ``last`` replaced by the newest ``last.ckpt`` under ``root``
+    (``best`` by the best checkpoint of that run: :func:`find_checkpoint`), and the version folder that a resumed
+    ``fit`` logs into (``None``: a fresh one). A fit resumes its run's folder from the run's ``last.ckpt`` only; one
+    started from another checkpoint (the best epoch's, say) branches off into a fresh folder, whose curves would
+    otherwise overwrite the run's own from that epoch on.
 
     Only where our logger places the checkpoints (no ``--trainer.logger`` and no ``--checkpoint.dirpath``
-    given); otherwise Lightning's own meaning of ``last`` holds. Raises :class:`InputError` when ``last`` finds
-    nothing, instead of Lightning's warning and a silent start from scratch."""
+    given); otherwise Lightning's own meaning of ``last`` and ``best`` holds. Raises :class:`InputError` when
+    ``last`` finds nothing, instead of Lightning's warning and a silent start from scratch, and when ``best`` finds
+    nothing, where Lightning looks only at the checkpoints of the process it runs in."""
     if not ckpt_path or not own_logger or dirpath is not None:
         return ckpt_path, None
-    if ckpt_path == "last":
-        found = find_last_checkpoint(root)
-        if found is None:
-            raise InputError(
-                f"ckpt_path='last': there is no last.ckpt under {os.path.join(root, LOGS)}/version_*/checkpoints "
-                "to resume from; give the checkpoint's path, or the --trainer.default_root_dir of the run"
-            )
-        ckpt_path = found
-    elif ckpt_path in ("best", "hpc", "registry") or ckpt_path.startswith("registry:"):
+    if ckpt_path in ("last", "best"):
+        ckpt_path = find_checkpoint(ckpt_path, root, "to resume from" if subcommand == "fit" else "to load")
+    elif ckpt_path in ("hpc", "registry") or ckpt_path.startswith("registry:"):
         return ckpt_path, None
     resumes_a_run = subcommand == "fit" and LAST.match(os.path.basename(ckpt_path)) is not None
     return ckpt_path, version_of(ckpt_path, root) if resumes_a_run else None
@@ -364,7 +430,9 @@ def check_compatible(model: torch.nn.Module, checkpoint: dict) -> None:
             f"the checkpoint holds a {theirs} but the model is {ours}: {'; '.join(details)}. Use the model the "
             "checkpoint was trained with (leave --model out: a checkpoint given as --ckpt_path supplies it)"
         )
-    for key, value in own.items():
+    parameters = {name for name, _ in model.named_parameters()}
+    # the weights first: their shapes say more than those of the buffers (the fitted scaling, the metrics)
+    for key, value in sorted(own.items(), key=lambda item: item[0] not in parameters):
         other = saved[key]
         if not torch.is_tensor(other) or tuple(other.shape) != tuple(value.shape):
             shape = tuple(other.shape) if torch.is_tensor(other) else type(other).__name__

@@ -2,28 +2,44 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import importlib.util
+import inspect
 import logging
 import os
+import re
 import sys
 import warnings
 from types import MethodType
 
 import torch
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, instantiate_class
+import yaml
+from jsonargparse import ArgumentError
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback, instantiate_class
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lit_regression.callbacks import Convergence, ParameterReport, Plots, PredictionWriter
 from lit_regression.callbacks.finite import FiniteCheck
-from lit_regression.checkpointing import (RandomState, ResumableCheckpoint, read_checkpoint, resolve_resume,
-                                         resume_config_name, with_atomic_io)
+from lit_regression.callbacks.progress import RunProgressBar
+from lit_regression.checkpointing import (RandomState, ResumableCheckpoint, find_checkpoint, read_checkpoint,
+                                          resolve_resume, resume_config_name, with_atomic_io)
 from lit_regression.datamodules import TensorDataModule
-from lit_regression.errors import InputError
+from lit_regression.errors import InputError, say
 from lit_regression.logger import RunLogger
 from lit_regression.models import LitModel
 
 # ckpt_path values that Lightning resolves itself instead of reading a file
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+# epochs of a fit that sets no limit: Lightning's own default, said in our words instead of its warning
+DEFAULT_MAX_EPOCHS = 1000
+# the model's own optimizer settings, which --optimizer replaces: (argument, value that means "not set")
+MODEL_OPTIMIZER_ARGS = (("lr", None), ("optimizer", "auto"), ("weight_decay", 0.0))
+# data arguments that name files: made absolute, since they mean paths relative to the working folder
+DATA_PATH_ARGS = ("path", "predict_path")
 
 
 def _as_subclass_config(hparams: dict) -> dict | None:
@@ -42,32 +58,97 @@ def _class_of(config) -> type | None:
     return getattr(importlib.import_module(module), name, None)
 
 
+# --- the command line before it is parsed ---------------------------------------------------------------------
+def _option_value(args: list[str], option: str) -> tuple[bool, str | None]:
+    """``(given, value)`` of the last ``--option VALUE`` or ``--option=VALUE`` in ``args``."""
+    given, value = False, None
+    for i, arg in enumerate(args):
+        if arg == option:
+            given, value = True, args[i + 1] if i + 1 < len(args) else None
+        elif arg.startswith(option + "="):
+            given, value = True, arg.split("=", 1)[1]
+    return given, value
+
+
+def _on_command_line(args: list[str], *keys: str) -> bool:
+    """Whether any of the dotted ``keys`` (or an option below one) is given on the command line."""
+    options = [f"--{key}" for key in keys]
+    return any(arg == o or arg.startswith((o + "=", o + ".")) for arg in args for o in options)
+
+
 def _scan_ckpt_path(args) -> tuple[str | None, str | None]:
     """The subcommand and the ``--ckpt_path`` value of a command line, before it is parsed."""
     if not isinstance(args, (list, tuple)):
         return None, None
     args = [str(a) for a in args]
-    subcommand = next((a for a in args if a in ("fit", "validate", "test", "predict")), None)
+    subcommand = next((a for a in args if a in SUBCOMMANDS), None)
+    return subcommand, _option_value(args, "--ckpt_path")[1]
+
+
+def _peek(args: list[str], key: str, default=None):
+    """The value of a dotted ``key`` before parsing: the command line's, else the last config file's that sets it
+    (``--config`` files are read in order, later ones override), else ``default``."""
+    given, value = _option_value(args, f"--{key}")
+    if given:
+        try:
+            return yaml.safe_load(value) if value is not None else None
+        except yaml.YAMLError:
+            return value
+    found = default
     for i, arg in enumerate(args):
-        if arg == "--ckpt_path" and i + 1 < len(args):
-            return subcommand, args[i + 1]
-        if arg.startswith("--ckpt_path="):
-            return subcommand, arg.split("=", 1)[1]
-    return subcommand, None
+        path = args[i + 1] if arg in ("--config", "-c") and i + 1 < len(args) else None
+        path = arg.split("=", 1)[1] if arg.startswith("--config=") else path
+        if path is None or not os.path.isfile(path):
+            continue
+        try:
+            with open(path) as file:
+                node = yaml.safe_load(file)
+        except (OSError, yaml.YAMLError):
+            continue
+        for part in key.split("."):
+            node = node.get(part, default) if isinstance(node, dict) else default
+        if node is not default:
+            found = node
+    return found
+
+
+class RunConfig(SaveConfigCallback):
+    """``SaveConfigCallback`` that never overwrites an earlier run's config and never fails on one: the config is
+    saved as ``config.yaml``, or ``config-vN.yaml`` (the first free N) where that exists. Each run logs into a
+    fresh version folder, so that happens only where runs share a folder: ``--trainer.logger false`` (every run
+    logs into the root itself) or a logger with a fixed version. The config is still saved there, under a fresh
+    name, because it is what makes the run's checkpoints and predictions reproducible; numbered as
+    ``ModelCheckpoint`` numbers ``last-vN.ckpt`` in the same situation."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if not self.already_saved and not self.overwrite and self.save_to_log_dir:
+            log_dir = trainer.log_dir  # a collective under DDP: every process asks
+            name = self.config_filename
+            if trainer.is_global_zero and log_dir is not None:
+                stem, ext = os.path.splitext(name)
+                k = 0
+                while os.path.exists(os.path.join(log_dir, name)):
+                    k += 1
+                    name = f"{stem}-v{k}{ext}"
+            self.config_filename = trainer.strategy.broadcast(name)
+        super().setup(trainer, pl_module, stage)
 
 
 class LitRegressionCLI(LightningCLI):
     """LightningCLI with lit_regression's defaults: seed 42, runs under ``runs/``, TensorBoard logging into a
     fresh version folder, checkpoints on ``val_loss`` plus ``last.ckpt``, the data's shape linked into the
     model, predictions and a parameter report written into the run folder, and checkpoints read as weights only.
-    A checkpoint passed as ``--ckpt_path FILE`` supplies the model and data arguments it was trained with, as
-    defaults that the command line and config files override."""
+    A checkpoint passed as ``--ckpt_path FILE`` (or ``last``, ``best``) supplies the model and data arguments it
+    was trained with, as defaults that the command line and config files override. Every mistake in the
+    arguments is one line (see :func:`main`), a mistyped key with the nearest valid one."""
 
     def __init__(self, args=None, run: bool = True, **kwargs) -> None:
+        _quiet()  # also where the class is used without main(): tests, benchmarks, a notebook
         # always on: stop at a non-finite loss; keep the global random state in checkpoints (exact resume)
         trainer_defaults = dict(kwargs.pop("trainer_defaults", None) or {})
         extra = trainer_defaults.get("callbacks") or []
         trainer_defaults["callbacks"] = [FiniteCheck(), RandomState(), *(extra if isinstance(extra, list) else [extra])]
+        kwargs.setdefault("save_config_callback", RunConfig)
         super().__init__(
             model_class=LitModel,
             datamodule_class=TensorDataModule,
@@ -81,6 +162,14 @@ class LitRegressionCLI(LightningCLI):
             **kwargs,
         )
 
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        # parse errors are raised (parse_arguments turns them into one line) instead of printing the usage and
+        # the whole Union dump; and no abbreviated options: `--trainer.max_epoch` is the typo it is in a YAML
+        # file, not max_epochs (jsonargparse deprecates abbreviations; its v5 has none by default)
+        kwargs.setdefault("exit_on_error", False)
+        kwargs.setdefault("allow_abbrev", False)
+        return super().init_parser(**kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
@@ -92,6 +181,9 @@ class LitRegressionCLI(LightningCLI):
                 "trainer.default_root_dir": "runs",
                 "checkpoint.monitor": "val_loss",
                 "checkpoint.save_last": True,
+                # a table of the metric modules of a one-layer model says nothing about the run; Lightning's own
+                # default is on: --trainer.enable_model_summary true shows it
+                "trainer.enable_model_summary": False,
             }
         )
         parser.link_arguments("data.n_features", "model.init_args.n_features", apply_on="instantiate")
@@ -99,16 +191,40 @@ class LitRegressionCLI(LightningCLI):
 
     # --- checkpoints as the source of model and data arguments ------------------------------------------------
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        subcommand, ckpt_path = _scan_ckpt_path(sys.argv[1:] if args is None else args)
-        if subcommand in getattr(self, "_subcommand_parsers", {}) and ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS:
-            checkpoint = read_checkpoint(ckpt_path)
-            defaults = {}
-            for key, saved in (("model", "hyper_parameters"), ("data", "datamodule_hyper_parameters")):
-                config = _as_subclass_config(checkpoint.get(saved) or {})
-                if config is not None:
-                    defaults[key] = config
-            self._parser(subcommand).set_defaults(defaults)
-        super().parse_arguments(parser, args)
+        raw = sys.argv[1:] if args is None else args
+        self.command_line = [str(a) for a in raw] if isinstance(raw, (list, tuple)) else []
+        subcommand, ckpt_path = _scan_ckpt_path(raw)
+        ckpt_file = self._checkpoint_file(subcommand, ckpt_path)
+        try:
+            if ckpt_file is not None:
+                checkpoint = read_checkpoint(ckpt_file)
+                defaults = {}
+                for key, saved in (("model", "hyper_parameters"), ("data", "datamodule_hyper_parameters")):
+                    config = _as_subclass_config(checkpoint.get(saved) or {})
+                    if config is not None:
+                        defaults[key] = config
+                self._parser(subcommand).set_defaults(defaults)
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            own = getattr(self, "_subcommand_parsers", {}).get(subcommand, parser)  # for the valid keys
+            raise InputError(_argument_message(err, own)) from None
+
+    def _checkpoint_file(self, subcommand: str | None, ckpt_path: str | None) -> str | None:
+        """The file whose arguments become defaults: ``--ckpt_path FILE``, or the checkpoint that ``last`` or
+        ``best`` will resolve to (see :func:`~lit_regression.checkpointing.resolve_resume`), found under the
+        ``--trainer.default_root_dir`` of the command line or its config files. None where Lightning resolves
+        ``last``/``best`` itself (a ``--trainer.logger`` or ``--checkpoint.dirpath`` of one's own)."""
+        if subcommand not in getattr(self, "_subcommand_parsers", {}) or not ckpt_path:
+            return None
+        if ckpt_path not in SPECIAL_CKPT_PATHS:
+            return ckpt_path
+        if ckpt_path not in ("last", "best"):
+            return None
+        args = self.command_line
+        if _peek(args, "trainer.logger") not in (None, True) or _peek(args, "checkpoint.dirpath") is not None:
+            return None
+        root = _peek(args, "trainer.default_root_dir", "runs") or "runs"
+        return find_checkpoint(ckpt_path, str(root), "to resume from" if subcommand == "fit" else "to load")
 
     def _parse_ckpt_path(self) -> None:
         """Done in :meth:`parse_arguments`, as defaults rather than overrides."""
@@ -130,12 +246,26 @@ class LitRegressionCLI(LightningCLI):
                 f"model {model_class.__name__} does {model_task} but data {data_class.__name__} is for {data_task}: "
                 "choose a matching pair (LogisticRegression for classification data)"
             )
+        # the files of the data as absolute paths: they mean paths relative to this working folder, and the saved
+        # config.yaml (and a checkpoint's arguments) must mean the same from any other
+        for name in DATA_PATH_ARGS:
+            value = data_args.get(name) if data_args is not None else None
+            if isinstance(value, str) and value and "://" not in value:
+                data_args[name] = os.path.abspath(os.path.expanduser(value))
         trainer = config.get("trainer")
         if trainer is not None and trainer.get("max_epochs") is not None and trainer.max_epochs < 1 and trainer.max_epochs != -1:
             raise InputError(f"trainer.max_epochs={trainer.max_epochs!r} is invalid: expected at least 1 (or -1)")
+        if (self.subcommand == "fit" and trainer is not None and trainer.get("max_epochs") is None
+                and trainer.get("max_steps") in (None, -1) and trainer.get("max_time") is None
+                and not trainer.get("fast_dev_run")):
+            trainer["max_epochs"] = DEFAULT_MAX_EPOCHS  # what Lightning would take, with its warning
+            say(f"trainer.max_epochs is not set: at most {DEFAULT_MAX_EPOCHS} epochs "
+                "(--trainer.max_epochs N to choose, -1 for no limit)")
         optimizer_args = (config.get("optimizer") or {}).get("init_args") or {}
         if isinstance(optimizer_args.get("lr"), (int, float)) and optimizer_args.get("lr") <= 0:
             raise InputError(f"optimizer.lr={optimizer_args.get('lr')!r} is invalid: expected a number greater than 0")
+        if self.subcommand == "fit":
+            self._check_optimizer_args(config)
         # --ckpt_path last: the newest last.ckpt of an earlier run; a resumed fit logs on in that run's version folder
         self.resume_version = None
         if self.subcommand and config.get("ckpt_path"):
@@ -148,10 +278,46 @@ class LitRegressionCLI(LightningCLI):
                 read_checkpoint(ckpt_path)  # refuses, with a message, what is unsafe or no checkpoint
                 config["ckpt_path"] = ckpt_path
 
+    def _check_optimizer_args(self, config) -> None:
+        """``--optimizer`` replaces the model's ``configure_optimizers``, so ``model.lr``, ``model.optimizer`` and
+        ``model.weight_decay`` would do nothing, and config.yaml would still record them. Given on the command line
+        (or in the same files as ``--optimizer``) they are refused; where only a config file (a shipped one, say)
+        or a checkpoint set them and ``--optimizer`` comes from the command line, the command line overrides the
+        file: they are reset to their defaults, said in one line."""
+        optimizer = config.get("optimizer")
+        model_args = getattr(config.get("model"), "init_args", None)
+        if not optimizer or model_args is None:
+            return
+        ignored = {name: model_args[name] for name, unset in MODEL_OPTIMIZER_ARGS
+                   if name in model_args and model_args[name] != unset}
+        if not ignored:
+            return
+        name = str(getattr(optimizer, "class_path", optimizer)).rsplit(".", 1)[-1]
+        listed = ", ".join(f"model.{k}={v!r}" for k, v in ignored.items())
+        args = self.command_line
+        given = [k for k in ignored if _on_command_line(args, f"model.{k}", f"model.init_args.{k}")]
+        if given or not _on_command_line(args, "optimizer"):
+            moved = [f"--optimizer.{k} {ignored[k]}" for k in ("lr", "weight_decay") if k in ignored]
+            advice = [f"give {' and '.join(moved)} instead"] if moved else []
+            advice += ["leave model.optimizer out"] if "optimizer" in ignored else []
+            raise InputError(
+                f"{listed} {'has' if len(ignored) == 1 else 'have'} no effect with --optimizer {name} (it replaces "
+                f"the model's own optimizer): {', and '.join(advice)}"
+            )
+        for key, unset in MODEL_OPTIMIZER_ARGS:
+            if key in ignored:
+                model_args[key] = unset
+        say(f"--optimizer {name} replaces the model's own optimizer: {listed} of the config left out")
+
     def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:
         """LightningCLI's, plus: ``--lr_scheduler`` without ``--optimizer`` schedules the model's own optimizer
         (SGD with ``--model.lr``), where LightningCLI would leave the scheduler out without a word."""
-        super()._add_configure_optimizers_method_to_model(subcommand)
+        with warnings.catch_warnings():
+            # every LitModel defines configure_optimizers (the `auto` choice), so LightningCLI warns at every
+            # --optimizer that it replaces it: that is what --optimizer is for (and _check_optimizer_args refuses
+            # the model's own optimizer arguments beside it)
+            warnings.filterwarnings("ignore", message=r".*configure_optimizers` will be overridden by")
+            super()._add_configure_optimizers_method_to_model(subcommand)
         scheduler = self._get(self.config_init, "lr_scheduler")
         if not scheduler or self._get(self.config_init, "optimizer"):
             return
@@ -175,33 +341,141 @@ class LitRegressionCLI(LightningCLI):
                 self.save_config_kwargs = {**self.save_config_kwargs,
                                            "config_filename": resume_config_name(kwargs["logger"].log_dir)}
         kwargs["plugins"] = with_atomic_io(config.get("plugins"))  # checkpoints written atomically
-        return super().instantiate_trainer(**kwargs)
+        callbacks = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        if config.get("enable_checkpointing") is False:
+            # --trainer.enable_checkpointing false: no checkpoint callback, where Lightning refuses ours
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        given = config.get("callbacks") or []
+        given = given if isinstance(given, list) else [given]
+        if config.get("enable_progress_bar") is not False and not any(
+                isinstance(c, ProgressBar) for c in [*given, *callbacks, *self.trainer_defaults["callbacks"]]):
+            # ours, where Lightning would take RichProgressBar (rich is installed, for --trainer.callbacks+=
+            # RichProgressBar) or TQDMProgressBar: one bar over the run with the losses
+            callbacks.append(RunProgressBar())
+        if config.get("fast_dev_run"):
+            # Lightning suppresses logging and checkpointing: our files are left out as well
+            for callback in callbacks:
+                if isinstance(callback, (PredictionWriter, ParameterReport, Plots)):
+                    callback.enabled = False
+        # LightningCLI.instantiate_trainer takes every callback group as it is; it has no public hook to leave
+        # one out, so this is its body with the list filtered, calling the method it calls
+        return self._instantiate_trainer({**config, **kwargs}, callbacks)
 
+    # --- after each command: where things went ----------------------------------------------------------------
     def after_fit(self) -> None:
-        """Predict with the final weights, so the fit's folder holds its predictions too."""
+        """Predict with the final weights, so the fit's folder holds its predictions too; then say where things
+        went."""
         writers = [c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)]
         if self.datamodule is not None and any(w.enabled for w in writers):
             self.trainer.predict(self.model, datamodule=self.datamodule, return_predictions=False)
+        self.say_where_things_went()
+
+    def after_validate(self) -> None:
+        self.say_where_things_went()
+
+    def after_test(self) -> None:
+        self.say_where_things_went()
+
+    def after_predict(self) -> None:
+        self.say_where_things_went()
+
+    def say_where_things_went(self) -> None:
+        """A few lines, first process only: the run folder, the checkpoints (fit) or the one loaded, the files of
+        the callbacks, and the TensorBoard command; a line only for what exists."""
+        for line in where_things_went(self.trainer, self.subcommand, self.config[self.subcommand].get("ckpt_path")):
+            say(line)
+
+
+def where_things_went(trainer, subcommand: str | None, ckpt_path: str | None = None) -> list[str]:
+    """The lines of :meth:`LitRegressionCLI.say_where_things_went`."""
+    def exists(path) -> bool:
+        return bool(path) and os.path.exists(path)
+
+    lines = []
+    if trainer.fast_dev_run:
+        return lines
+    run = trainer.log_dir
+    if exists(run):
+        lines.append(f"run folder:      {run}")
+    checkpoint = trainer.checkpoint_callback
+    if subcommand == "fit" and checkpoint is not None:
+        if exists(checkpoint.best_model_path):
+            lines.append(f"best checkpoint: {checkpoint.best_model_path}")
+        if exists(checkpoint.last_model_path):
+            lines.append(f"last checkpoint: {checkpoint.last_model_path}")
+    elif subcommand != "fit" and isinstance(ckpt_path, str) and exists(ckpt_path):
+        lines.append(f"checkpoint:      {ckpt_path} (loaded)")
+    for callback in trainer.callbacks:
+        if isinstance(callback, PredictionWriter) and exists(callback.path):
+            lines.append(f"predictions:     {callback.path}")
+        elif isinstance(callback, ParameterReport) and exists(getattr(callback, "path", None)):
+            lines.append(f"report:          {callback.path}")
+        elif isinstance(callback, Plots):
+            figures = [p for p in (getattr(callback, "paths", None) or {}).values() if exists(p)]
+            if figures:
+                folder = os.path.dirname(figures[0])
+                lines.append(f"figures:         {folder} ({', '.join(os.path.basename(p) for p in figures)})")
+    loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+    if loggers and exists(loggers[0].log_dir):
+        lines.append(f"tensorboard --logdir {loggers[0].save_dir}")
+    return lines
+
+
+# --- the console: only what concerns the run ------------------------------------------------------------------
+class _DropMessages(logging.Filter):
+    """Drops log records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(self.prefixes)
+
+
+_TIPS = _DropMessages("💡 Tip:")
 
 
 def _quiet() -> None:
-    """Silence advertising and deprecation chatter of the libraries, which says nothing about the user's run."""
-    logging.getLogger("lightning.pytorch.trainer.connectors.logger_connector.logger_connector").setLevel(logging.WARNING)
+    """Silence advertising and deprecation chatter of the libraries, which says nothing about the user's run, and
+    warnings that do not apply to this package's models and loaders (each filtered by its own message)."""
+    # Lightning's "💡 Tip: ... litlogger / litmodels" advertisements (rank_zero_info, on this logger)
+    # (lightning_utilities logs them on whichever of these two loggers was set up last)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        rank_zero_logger = logging.getLogger(name)
+        if _TIPS not in rank_zero_logger.filters:
+            rank_zero_logger.addFilter(_TIPS)
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+    # the models log their epoch values themselves (LitModel._log_epoch), never per step: Lightning's advice to
+    # lower log_every_n_steps below the batches of an epoch (one, on full batches) has nothing to show
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
+    # a split without rows is served as an empty list on purpose (no validation or test rows)
+    warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero\. Please make sure")
 
 
+# --- one line for every mistake ---------------------------------------------------------------------------------
 def main(args=None) -> None:
     """Entry point of ``lit-regression`` and ``python -m lit_regression``."""
     _quiet()
     try:
         LitRegressionCLI(args=args)
     except Exception as err:  # our InputError, also where jsonargparse wrapped it into its own ValueError
-        cause = _input_error(err)
-        if cause is None:
+        message = _user_error(err)
+        if message is None:
             raise
-        print(f"lit-regression: error: {cause}", file=sys.stderr)
+        print(f"lit-regression: error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def _user_error(err: BaseException) -> str | None:
+    """The one line for an error the user caused, or ``None`` for a bug (which keeps its traceback)."""
+    cause = _input_error(err)
+    if cause is not None:
+        return str(cause)
+    if isinstance(err, ArgumentError):
+        return _argument_message(err)
+    return _missing_package(err)
 
 
 def _input_error(err: BaseException | None) -> InputError | None:
@@ -216,3 +490,149 @@ def _input_error(err: BaseException | None) -> InputError | None:
             return InputError(str(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def _missing_package(err: BaseException | None) -> str | None:
+    """A callback, logger or other class of the config that needs a package which is not installed: Lightning's
+    own message where it says what to install (``RichProgressBar requires rich ... pip install``, ``Requirement
+    'wandb' not met``), else which package is missing. Only for packages that really are absent, so that a broken
+    import inside an installed one keeps its traceback."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, ImportError):
+            text = " ".join(str(err).split())
+            if "install" in text.lower() and ("requires" in text or "Requirement" in text):
+                return text
+            top = (getattr(err, "name", None) or "").split(".")[0]
+            if top and top != "lit_regression" and importlib.util.find_spec(top) is None:
+                return (f"the package {top!r} is not installed, and a class of the config needs it "
+                        f"(No module named {err.name!r}): install it, e.g. pip install {top}")
+        err = err.__cause__ or err.__context__
+    return None
+
+
+# candidate class names of the groups whose class a user names, for "did you mean"
+_CLASS_MODULES = {
+    "model": ("lit_regression.models",),
+    "data": ("lit_regression.datamodules",),
+    "optimizer": ("torch.optim",),
+    "lr_scheduler": ("torch.optim.lr_scheduler", "lightning.pytorch.cli"),
+    "trainer.callbacks": ("lightning.pytorch.callbacks", "lit_regression.callbacks"),
+    "trainer.logger": ("lightning.pytorch.loggers",),
+}
+
+
+def _nearest(word: str, choices, prefix: str = "") -> str:
+    """`` (did you mean 'X'?)`` for the choice closest to ``word``, or nothing."""
+    match = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.75)
+    return f" (did you mean '{prefix}{match[0]}'?)" if match else ""
+
+
+def _classes(key: str) -> list[str]:
+    """Import paths of the classes one may name for ``key`` (``model``, ``data``, ``optimizer`` ...)."""
+    paths = []
+    for module in _CLASS_MODULES.get(key, ()):
+        try:
+            paths += [f"{module}.{n}" for n in dir(importlib.import_module(module)) if n[:1].isupper()]
+        except ImportError:
+            pass
+    return paths
+
+
+def _class_names(key: str) -> list[str]:
+    return [path.rsplit(".", 1)[1] for path in _classes(key)]
+
+
+def _init_arguments(class_path: str) -> list[str]:
+    """The arguments of a class's ``__init__`` (and its bases' where it passes ``**kwargs`` on)."""
+    try:
+        module, name = class_path.rsplit(".", 1)
+        cls = getattr(importlib.import_module(module), name)
+    except (ValueError, ImportError, AttributeError):
+        return []
+    names = []
+    for klass in inspect.getmro(cls):
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
+def _parser_keys(parser) -> list[str]:
+    try:
+        return list(parser.get_defaults().keys())
+    except Exception:  # noqa: BLE001 - only for a suggestion
+        return []
+
+
+def _argument_message(err: BaseException, parser=None) -> str:
+    """jsonargparse's error (the usage, a dump of every Union member tried) as one line that names the key and
+    what was expected, with the nearest valid key or class where one is close."""
+    text = str(err).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    keys = re.findall(r'Parser key "([^"]+)"', text)
+    outer = keys[0] if keys else None
+    class_paths = re.findall(r"Problem with given class_path '([^']+)'", text)
+
+    # an unknown argument of a class: model.init_args.lrr, data.standardise_target
+    match = re.search(r"Option '([^']+)' is not accepted", text)
+    if match and class_paths:
+        name, class_path = match.group(1), class_paths[-1]
+        where = ".".join([outer, "init_args", *keys[1:], name]) if outer else name
+        hint = _nearest(name, _init_arguments(class_path))
+        other = {"model": "data", "data": "model"}.get(outer or "")
+        if not hint and other:  # an argument of the other one: model.init_args.standardize_target
+            hint = _nearest(name, [a for c in _classes(other) for a in _init_arguments(c)], f"{other}.init_args.")
+        return f"{where}: {class_path.rsplit('.', 1)[-1]} has no such argument{hint}"
+
+    # an unknown key of a config file, or an unknown option of the command line
+    match = re.search(r"does not accept option '([^']+)'", text) or re.search(r"nrecognized arguments: (\S+)", text)
+    if match:
+        given = match.group(1)
+        dashes = "--" if given.startswith("--") else ""
+        key = given[len(dashes):].split("=", 1)[0].removesuffix("+")
+        valid = _parser_keys(parser) if parser is not None else []
+        parent, _, leaf = key.rpartition(".")
+        siblings = [k.rpartition(".")[2] for k in valid if k.rpartition(".")[0] == parent]
+        # on the command line the whole option, in a config file the key as written under its parent
+        hint = _nearest(leaf, siblings, f"{dashes}{parent}." if parent and dashes else dashes) if siblings else ""
+        hint = hint or _nearest(key, valid, dashes)
+        what = "option" if dashes else "key"
+        return f"unknown {what} '{dashes}{key}'" + ("" if dashes else " in the config") + hint
+
+    # a class that cannot be found: --model LinearRegresion, --trainer.callbacks+=EarlyStoping
+    match = re.search(r"Expected a dot import path string: (\S+)", text) or \
+        re.search(r"Expected a path but (\S+) either not accessible", text)
+    if match and outer:
+        name = match.group(1)
+        return f"{outer}: there is no class {name!r}{_nearest(name, _class_names(outer))}"
+
+    if keys:
+        # the innermost key's own message: the lines indented under it
+        inner = keys[-1]
+        start = next(i for i, line in enumerate(lines) if f'Parser key "{inner}"' in line)
+        indent = len(lines[start]) - len(lines[start].lstrip())
+        block = [lines[start]] + [line for line in lines[start + 1:] if len(line) - len(line.lstrip()) > indent]
+        body = "\n".join(block)
+        where = f'{outer}: key "{inner}"' if outer != inner else f'key "{inner}"'
+        literal = re.search(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)", body)
+        if literal:
+            return f"{where} expects one of {literal.group(1)}, got {literal.group(2).strip()!r}"
+        expected = [t for t in re.findall(r"Expected a <class '([^']+)'>", body)]
+        given = re.search(r"Given value: (.*)", body)
+        if expected:
+            types = " or ".join(dict.fromkeys("None" if t == "NoneType" else t for t in expected))
+            return f"{where} expects {types}" + (f", got {given.group(1).strip()!r}" if given else "")
+        first = lines[start].split(":", 1)[1].strip() or next(
+            (line.strip(" -") for line in block[1:] if line.strip(" -")), "")
+        return f"{where}: {first}" if first else where
+
+    first = lines[0] if lines else type(err).__name__
+    if "arguments are required" in first and re.search(r"\b(validate|test|predict)\.", first):
+        first += " (give a --config, or a --ckpt_path whose checkpoint supplies them: a file, last or best)"
+    return first

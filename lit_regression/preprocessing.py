@@ -73,6 +73,8 @@ def one_hot(values: np.ndarray, levels: list) -> tuple[np.ndarray, np.ndarray]:
     """float32 ``(rows, levels)`` 0/1 columns and the mask of rows whose value is not a level (all zeros)."""
     from sklearn.preprocessing import OneHotEncoder
 
+    if len(values) == 0:  # a split without rows (no validation rows, say): scikit-learn refuses to transform it
+        return np.zeros((0, len(levels)), dtype=np.float32), np.zeros(0, dtype=bool)
     known = np.asarray(levels, dtype=np.float64 if values.dtype.kind == "f" else object)
     encoder = OneHotEncoder(categories=[known], handle_unknown="ignore", sparse_output=False, dtype=np.float32)
     block = encoder.fit(known.reshape(-1, 1)).transform(values.reshape(-1, 1))

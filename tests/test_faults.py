@@ -100,7 +100,8 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
 
 # --- 1. exact resume after SIGKILL ----------------------------------------------------------------------------
 RESUME_RUN = [
-    "fit", *LINE, "--data.n_samples", "160", "--data.noise", "0.1", "--data.batch_size", "16",
+    # --optimizer replaces the model's own: no --model.optimizer beside it
+    "fit", *LINE[:2], *LINE[4:], "--data.n_samples", "160", "--data.noise", "0.1", "--data.batch_size", "16",
     "--data.shuffle", "true", "--optimizer", "Adam", "--optimizer.lr", "0.05",
     "--trainer.max_epochs", "12", "--trainer.log_every_n_steps", "1",
 ]
