@@ -191,3 +191,12 @@ def test_checkpoint_paths_are_absolute_and_work_from_another_folder(tmp_path, mo
     monkeypatch.chdir(elsewhere)
     cli = run_cli("test", "--ckpt_path", ckpt, root=tmp_path / "test")
     assert "test_loss" in cli.trainer.callback_metrics
+
+
+def test_no_validation_rows_with_a_text_column(people, tmp_path, capsys):
+    """--data.val_fraction 0 on a table with a category: the empty split is encoded (scikit-learn refuses zero
+    rows), only last.ckpt is kept, and the console says so."""
+    run_cli("fit", "--model", "LinearRegression", *TABLE, "--data.path", people / "people.csv", "--data.target",
+            "spend", "--data.val_fraction", "0", "--trainer.max_epochs", "5", root=tmp_path)
+    assert "no validation rows" in capsys.readouterr().out
+    assert [p.name for p in (versions(tmp_path)[0] / "checkpoints").iterdir()] == ["last.ckpt"]

@@ -196,3 +196,13 @@ def test_long_noisy_loss_curves_are_drawn_with_a_moving_mean():
     assert labels == ["training loss, each epoch", "training loss, mean of 8 epochs", "validation loss, each epoch",
                       "validation loss, mean of 8 epochs"]
     assert linear.get_lines()[1].get_ydata() == pytest.approx([0.0055] * 393)
+
+
+def test_report_columns_stay_apart_for_huge_and_tiny_values():
+    """A noise-free line has a t of a million and a standard error of 1e-7: every number keeps its own column."""
+    report = {"model": "LinearRegression", "stage": "fit", "features": ["x"], "outputs": ["y"],
+              "learned": {"weight": [[0.696809]], "bias": [0.302509]},
+              "std_err": {"weight": [[6.655e-7]], "bias": [6.4e-7]}, "t": {"weight": [[1050182.494194]], "bias": [1.0]},
+              "uncertainty": {"units": "learned", "statistic": "t"}}
+    row = next(line for line in format_report(report).splitlines() if line.strip().startswith("weight[x]"))
+    assert row.split() == ["weight[x]", "0.696809", "6.655e-07", "1.05018e+06"]

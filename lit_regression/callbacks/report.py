@@ -292,6 +292,17 @@ def _labels(report: dict, name: str, shape: tuple[int, ...]) -> list[str]:
     return [name] if count == 1 else [f"{name}[{i}]" for i in range(count)]
 
 
+def _cell(value: float | None, width: int = 14) -> str:
+    """A column of the parameter table: 6 decimals, or 6 significant digits where those do not fit or would show
+    too few of a small value's digits; always at least one space from its left neighbour."""
+    if value is None:
+        return " " * width
+    text = f"{value:.6f}"
+    if len(text) >= width or 0 < abs(value) < 1e-3:
+        text = f"{value:.6g}"
+    return f"{text:>{width}}"
+
+
 def format_report(report: dict, max_rows: int = 20) -> str:
     """The report as a few aligned lines: one row per parameter, columns learned / true / exact."""
     lines = [f"Parameters of {report['model']} after {report['stage']}:"]
@@ -315,8 +326,7 @@ def format_report(report: dict, max_rows: int = 20) -> str:
         if value is None:
             lines.append(f"  {label}")
             continue
-        lines.append(f"  {label:<{width}}{value:>14.6f}" + "".join(f"{o:>14.6f}" if o is not None else f"{'':>14}"
-                                                                 for o in others))
+        lines.append(f"  {label:<{width}}{value:>14.6f}" + "".join(_cell(o) for o in others))
     if "std_err" in report:
         units = "raw units" if report["uncertainty"]["units"] == "raw_units" else "learned"
         lines.append(f"  std err, {report['uncertainty']['statistic']} and the 95% interval are for the {units} column")
