@@ -288,10 +288,13 @@ class RandomState(Callback):
 
 # --- what --ckpt_path means -----------------------------------------------------------------------------------
 def find_last_checkpoint(root: str) -> str | None:
-    """The most recently written ``last.ckpt`` (or ``last-vN.ckpt``) of any run under ``ROOT/lightning_logs``."""
+    """The most recently written ``last.ckpt`` (or ``last-vN.ckpt``) of any run under ``ROOT/lightning_logs``, or in
+    ``ROOT/checkpoints`` (where runs with ``--trainer.logger false`` keep theirs)."""
     logs = Path(root) / LOGS
     candidates = []
-    for folder in logs.glob("version_*/checkpoints"):
+    for folder in [*logs.glob("version_*/checkpoints"), Path(root) / "checkpoints"]:
+        if not folder.is_dir():
+            continue
         for path in folder.iterdir():
             if LAST.match(path.name) and path.is_file():
                 candidates.append(path)
@@ -317,6 +320,9 @@ def find_best_checkpoint(last: str) -> str | None:
     return None
 
 
+BEST_FROM_LAST = " (the best checkpoint is read from the last.ckpt of the newest run)"
+
+
 def find_checkpoint(which: str, root: str, purpose: str = "to load") -> str:
     """``--ckpt_path last``: the newest ``last.ckpt`` under ``root``; ``best``: the best checkpoint of that same
     (newest) run. Raises :class:`InputError` when there is none."""
@@ -324,7 +330,8 @@ def find_checkpoint(which: str, root: str, purpose: str = "to load") -> str:
     if last is None:
         raise InputError(
             f"ckpt_path={which!r}: there is no last.ckpt under {os.path.join(root, LOGS)}/version_*/checkpoints "
-            f"{purpose}; give the checkpoint's path, or the --trainer.default_root_dir of the run"
+            f"{purpose}{BEST_FROM_LAST if which == 'best' else ''}; give the checkpoint's path, or the "
+            "--trainer.default_root_dir of the run"
         )
     if which == "last":
         return last
@@ -356,8 +363,8 @@ def resolve_resume(subcommand: str | None, ckpt_path: str | None, root: str, own
     started from another checkpoint (the best epoch's, say) branches off into a fresh folder, whose curves would
     otherwise overwrite the run's own from that epoch on.
 
-    Only where our logger places the checkpoints (no ``--trainer.logger`` and no ``--checkpoint.dirpath``
-    given); otherwise Lightning's own meaning of ``last`` and ``best`` holds. Raises :class:`InputError` when
+    Only where our logger, or none (``--trainer.logger false``: ``ROOT/checkpoints``), places the checkpoints (no
+    other ``--trainer.logger`` and no ``--checkpoint.dirpath`` given); otherwise Lightning's own meaning of ``last`` and ``best`` holds. Raises :class:`InputError` when
     ``last`` finds nothing, instead of Lightning's warning and a silent start from scratch, and when ``best`` finds
     nothing, where Lightning looks only at the checkpoints of the process it runs in."""
     if not ckpt_path or not own_logger or dirpath is not None:
@@ -368,6 +375,20 @@ def resolve_resume(subcommand: str | None, ckpt_path: str | None, root: str, own
         return ckpt_path, None
     resumes_a_run = subcommand == "fit" and LAST.match(os.path.basename(ckpt_path)) is not None
     return ckpt_path, version_of(ckpt_path, root) if resumes_a_run else None
+
+
+def unused_path(path: str, own: set[str] | None = None) -> str:
+    """``path``, or where another run's file (or folder) is already there, the first free ``stem-vN.ext`` beside
+    it, as ``ModelCheckpoint`` names ``last-vN.ckpt``: a run never overwrites another's. ``own`` are the paths this
+    writer wrote itself, which it may write again. Runs share a folder only with ``--trainer.logger false`` or a
+    logger of a fixed version; otherwise each has its own."""
+    if path in (own or ()) or not os.path.exists(path):
+        return path
+    stem, ext = os.path.splitext(path)
+    k = 1
+    while os.path.exists(f"{stem}-v{k}{ext}"):
+        k += 1
+    return f"{stem}-v{k}{ext}"
 
 
 def resume_config_name(log_dir: str) -> str:

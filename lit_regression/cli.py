@@ -25,7 +25,7 @@ from lit_regression.callbacks import Convergence, ParameterReport, Plots, Predic
 from lit_regression.callbacks.finite import FiniteCheck
 from lit_regression.callbacks.progress import RunProgressBar
 from lit_regression.checkpointing import (RandomState, ResumableCheckpoint, find_checkpoint, read_checkpoint,
-                                          resolve_resume, resume_config_name, with_atomic_io)
+                                          resolve_resume, resume_config_name, unused_path, with_atomic_io)
 from lit_regression.datamodules import TensorDataModule
 from lit_regression.errors import InputError, say
 from lit_regression.logger import RunLogger
@@ -125,11 +125,7 @@ class RunConfig(SaveConfigCallback):
             log_dir = trainer.log_dir  # a collective under DDP: every process asks
             name = self.config_filename
             if trainer.is_global_zero and log_dir is not None:
-                stem, ext = os.path.splitext(name)
-                k = 0
-                while os.path.exists(os.path.join(log_dir, name)):
-                    k += 1
-                    name = f"{stem}-v{k}{ext}"
+                name = os.path.basename(unused_path(os.path.join(log_dir, name)))
             self.config_filename = trainer.strategy.broadcast(name)
         super().setup(trainer, pl_module, stage)
 
@@ -221,7 +217,7 @@ class LitRegressionCLI(LightningCLI):
         if ckpt_path not in ("last", "best"):
             return None
         args = self.command_line
-        if _peek(args, "trainer.logger") not in (None, True) or _peek(args, "checkpoint.dirpath") is not None:
+        if _peek(args, "trainer.logger") not in (None, True, False) or _peek(args, "checkpoint.dirpath") is not None:
             return None
         root = _peek(args, "trainer.default_root_dir", "runs") or "runs"
         return find_checkpoint(ckpt_path, str(root), "to resume from" if subcommand == "fit" else "to load")
@@ -252,6 +248,7 @@ class LitRegressionCLI(LightningCLI):
             value = data_args.get(name) if data_args is not None else None
             if isinstance(value, str) and value and "://" not in value:
                 data_args[name] = os.path.abspath(os.path.expanduser(value))
+        notes = []
         trainer = config.get("trainer")
         if trainer is not None and trainer.get("max_epochs") is not None and trainer.max_epochs < 1 and trainer.max_epochs != -1:
             raise InputError(f"trainer.max_epochs={trainer.max_epochs!r} is invalid: expected at least 1 (or -1)")
@@ -259,8 +256,8 @@ class LitRegressionCLI(LightningCLI):
                 and trainer.get("max_steps") in (None, -1) and trainer.get("max_time") is None
                 and not trainer.get("fast_dev_run")):
             trainer["max_epochs"] = DEFAULT_MAX_EPOCHS  # what Lightning would take, with its warning
-            say(f"trainer.max_epochs is not set: at most {DEFAULT_MAX_EPOCHS} epochs "
-                "(--trainer.max_epochs N to choose, -1 for no limit)")
+            notes.append(f"trainer.max_epochs is not set: at most {DEFAULT_MAX_EPOCHS} epochs "
+                         "(--trainer.max_epochs N to choose, -1 for no limit)")
         optimizer_args = (config.get("optimizer") or {}).get("init_args") or {}
         if isinstance(optimizer_args.get("lr"), (int, float)) and optimizer_args.get("lr") <= 0:
             raise InputError(f"optimizer.lr={optimizer_args.get('lr')!r} is invalid: expected a number greater than 0")
@@ -272,11 +269,14 @@ class LitRegressionCLI(LightningCLI):
             trainer = trainer or {}
             ckpt_path, self.resume_version = resolve_resume(
                 self.subcommand, config.ckpt_path, trainer.get("default_root_dir") or "runs",
-                own_logger=trainer.get("logger") in (None, True), dirpath=(config.get("checkpoint") or {}).get("dirpath"),
+                own_logger=trainer.get("logger") in (None, True, False),
+                dirpath=(config.get("checkpoint") or {}).get("dirpath"),
             )
             if ckpt_path != config.ckpt_path:
                 read_checkpoint(ckpt_path)  # refuses, with a message, what is unsafe or no checkpoint
                 config["ckpt_path"] = ckpt_path
+        for note in notes:  # after every check: an error comes alone
+            say(note)
 
     def _check_optimizer_args(self, config) -> None:
         """``--optimizer`` replaces the model's ``configure_optimizers``, so ``model.lr``, ``model.optimizer`` and

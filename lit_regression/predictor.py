@@ -27,6 +27,13 @@ from lit_regression.checkpointing import read_checkpoint
 from lit_regression.errors import InputError
 
 
+def _column(values: Any) -> Any:
+    """A dict's value as a column: a sequence or array as it is, a single value (one row) as a list of one."""
+    if isinstance(values, (str, bytes)) or np.ndim(values) == 0:
+        return [values]
+    return values if hasattr(values, "__array__") else list(values)
+
+
 def _class(hparams: dict | None, what: str, path: str) -> type:
     class_path = (hparams or {}).get("_class_path")
     if not class_path or not str(class_path).startswith("lit_regression."):
@@ -51,7 +58,8 @@ class Predictor:
 
     def inputs(self, rows: Any) -> torch.Tensor:
         """The model inputs of ``rows``: a pandas DataFrame, a dict of columns, a pyarrow Table or the path of a
-        table file (a table datamodule encodes them); or an array of the model's inputs."""
+        table file (a table datamodule encodes them); a dict of single values is one row. Without a table
+        datamodule: an array of the model's inputs."""
         import pyarrow as pa
 
         dm = self.datamodule
@@ -76,7 +84,7 @@ class Predictor:
             table = pa.Table.from_pandas(rows, preserve_index=False)
         elif isinstance(rows, Mapping):
             try:
-                table = pa.table({str(k): list(v) if not hasattr(v, "__array__") else v for k, v in rows.items()})
+                table = pa.table({str(k): _column(v) for k, v in rows.items()})
             except (pa.ArrowException, TypeError, ValueError) as err:
                 raise InputError(f"rows: the columns do not make a table ({err})") from None
         else:

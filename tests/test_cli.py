@@ -71,6 +71,20 @@ def test_logger_false_never_overwrites_an_earlier_config(root):
     assert (root / "config-v2.yaml").is_file()
 
 
+def test_logger_false_runs_never_overwrite_each_others_files(root):
+    """Runs that share a folder: each one's predictions, report, weights and figures get a fresh name, as
+    ModelCheckpoint names last-v1.ckpt; --ckpt_path last finds the newest there, without a config."""
+    fit_config("line_linear.yaml", root, *SHORT, "--trainer.logger", "false")
+    first = {name: (root / name).read_bytes() for name in ("predictions.csv", "report.json", "weights.pt")}
+    fit_config("line_linear.yaml", root, "--trainer.max_epochs", "2", "--trainer.logger", "false")
+    assert {name: (root / name).read_bytes() for name in first} == first
+    for name in ("predictions-v1.csv", "report-v1.json", "weights-v1.pt", "figures-v1/loss_curves.png"):
+        assert (root / name).is_file(), name
+    cli = run_cli("predict", "--ckpt_path", "last", "--trainer.logger", "false", root=root)
+    assert cli.config.predict.ckpt_path == str(root / "checkpoints" / "last-v1.ckpt")
+    assert (root / "predictions-v2.csv").is_file()
+
+
 # --- 4. --ckpt_path last / best without a config ------------------------------------------------------------------
 def test_last_and_best_supply_model_and_data_without_a_config(root, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the shipped config names its table relative to the repository
@@ -162,6 +176,10 @@ def test_model_lr_with_optimizer_is_refused(tmp_path, capsys):
     line = error_line(capsys, "fit", *LINE, *SHORT, "--model.init_args.weight_decay", "0.1", "--optimizer", "SGD",
                       "--optimizer.lr", "0.1", "--trainer.default_root_dir", tmp_path)
     assert "model.weight_decay=0.1" in line and "--optimizer.weight_decay 0.1" in line
+    with pytest.raises(SystemExit):  # no max_epochs: the note on the default epochs does not precede the error
+        main(["fit", *LINE, "--model.lr", "5.0", "--optimizer", "Adam", "--trainer.default_root_dir", str(tmp_path),
+              *QUIET])
+    assert "max_epochs is not set" not in capsys.readouterr().out
 
 
 def test_optimizer_on_the_command_line_replaces_a_configs_own(root, capsys):

@@ -121,6 +121,8 @@ def test_load_predict_takes_a_dataframe_a_dict_or_a_path(trained, people):
     assert predictor.predict(frame)["spend"].to_numpy() == pytest.approx(expected, rel=1e-5)
     one = predictor.predict({"Customer ID": ["new"], "age": [None], "city": ["Paris"], "income (EUR)": [52_000.0]})
     assert one["Customer ID"].tolist() == ["new"] and np.isfinite(one["spend"]).all()  # the gap imputed
+    row = pd.read_csv(people / "new.csv").iloc[0].to_dict()  # one row as single values
+    assert predictor.predict(row)["spend"].tolist() == pytest.approx(from_path["spend"].tolist()[:1], rel=1e-5)
     with pytest.raises(InputError, match="'city'"):
         predictor.predict({"Customer ID": ["x"], "age": [30.0], "income (EUR)": [1.0]})
 
@@ -200,3 +202,22 @@ def test_no_validation_rows_with_a_text_column(people, tmp_path, capsys):
             "spend", "--data.val_fraction", "0", "--trainer.max_epochs", "5", root=tmp_path)
     assert "no validation rows" in capsys.readouterr().out
     assert [p.name for p in (versions(tmp_path)[0] / "checkpoints").iterdir()] == ["last.ckpt"]
+
+
+def test_callbacks_see_the_epochs_own_training_values(people):
+    """Callbacks' on_train_epoch_end run before the module's: the training values must be this epoch's by then,
+    as with self.log(on_epoch=True) (a progress bar or EarlyStopping on train_loss would lag an epoch)."""
+    seen = []
+
+    class Spy(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            seen.append(float(trainer.progress_bar_metrics["train_loss"]))
+
+    datamodule = TableDataModule(path=str(people / "people.csv"), target="spend", id_column="Customer ID",
+                                 impute="mean", standardize_target=True)
+    model = LinearRegression(n_features=datamodule.n_features, optimizer="sgd", lr=0.05)
+    trainer = L.Trainer(max_epochs=3, callbacks=[Spy()], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(model, datamodule=datamodule)
+    assert len(seen) == 3 and seen[0] > seen[1] > seen[2]
+    assert seen[-1] == float(trainer.progress_bar_metrics["train_loss"])

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 import torch
 
+from lit_regression.checkpointing import unused_path
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -51,6 +53,7 @@ class Plots(L.Callback):
         self.tensorboard = tensorboard
         self.history: dict[str, tuple[list[int], list[float]]] = {}
         self.paths: dict[str, str] = {}
+        self._written: set[str] = set()  # folders this callback wrote (it may replace them; never another run's)
 
     # --- collecting the losses --------------------------------------------------------------------------------
     def _record(self, trainer: L.Trainer, name: str, epoch: int) -> None:
@@ -90,7 +93,8 @@ class Plots(L.Callback):
         if not trainer.is_global_zero:
             return
         figures = self.figures(trainer, pl_module)
-        folder = os.path.join(log_dir, self.dirname)
+        folder = unused_path(os.path.join(log_dir, self.dirname), self._written)
+        self._written.add(folder)
         os.makedirs(folder, exist_ok=True)
         self.paths = {}
         for name, figure in figures.items():

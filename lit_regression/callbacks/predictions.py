@@ -9,6 +9,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from lit_regression.checkpointing import unused_path
+
 
 def gather(tensor: torch.Tensor, trainer: L.Trainer) -> torch.Tensor:
     """Concatenate a tensor of uneven length from every process (on CPU), in rank order."""
@@ -39,6 +41,7 @@ class PredictionWriter(BasePredictionWriter):
         self.path: str | None = None
         self._parts: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, outputs) of this epoch's batches
         self._seen = 0  # rows of this epoch's batches that carried no row index
+        self._written: set[str] = set()  # files this writer wrote (it may replace them; never another run's)
 
     def on_predict_epoch_start(self, trainer, pl_module) -> None:
         self._parts, self._seen = [], 0
@@ -72,7 +75,8 @@ class PredictionWriter(BasePredictionWriter):
         keep = torch.ones(len(rows), dtype=torch.bool)
         keep[1:] = rows[1:] != rows[:-1]  # a row served twice (padding) is written once
         rows, outputs = rows[keep], outputs[keep]
-        self.path = os.path.join(log_dir, self.filename)
+        self.path = unused_path(os.path.join(log_dir, self.filename), self._written)
+        self._written.add(self.path)
         table(trainer.datamodule, rows, outputs).to_csv(self.path, index=False, float_format="%.8g")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import lightning as L
 import torch
@@ -11,7 +12,8 @@ from scipy import stats
 from lightning.pytorch.utilities import rank_zero_only
 
 from lit_regression.callbacks.convergence import Convergence
-from lit_regression.errors import say
+from lit_regression.checkpointing import unused_path
+from lit_regression.errors import say, write_line
 from lit_regression.export import export_weights
 from lit_regression.optimum import Chunks, Moments, Optimum, as_theta, least_squares_optimum, logistic_optimum
 
@@ -79,6 +81,7 @@ class ParameterReport(L.Callback):
         self.tol = tol
         self.report: dict | None = None
         self.path: str | None = None  # the report file last written
+        self._written: set[str] = set()  # files this callback wrote (it may replace them; never another run's)
 
     def build(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str = "fit") -> dict:
         datamodule = trainer.datamodule
@@ -141,9 +144,12 @@ class ParameterReport(L.Callback):
         self.report["epochs"] = trainer.current_epoch
         os.makedirs(log_dir, exist_ok=True)
         if stage == "fit" and self.weights:
-            self.report["weights_file"] = export_weights(pl_module, os.path.join(log_dir, self.weights))
-        print(format_report(self.report))
-        self.path = os.path.join(log_dir, self.filename)
+            weights = unused_path(os.path.join(log_dir, self.weights), self._written)
+            self.report["weights_file"] = export_weights(pl_module, weights)
+            self._written.add(weights)
+        write_line(format_report(self.report), sys.stdout)  # above a progress bar, not glued to it
+        self.path = unused_path(os.path.join(log_dir, self.filename), self._written)
+        self._written.add(self.path)
         with open(self.path, "w") as f:
             json.dump(self.report, f, indent=2)
         optimization = self.report.get("optimization") or {}

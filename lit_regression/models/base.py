@@ -253,8 +253,14 @@ class LitModel(L.LightningModule):
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # the epoch's training values as soon as its last batch is done: the callbacks' on_train_epoch_end
+        # (checkpoints, early stopping, progress bars) run before the module's and would see the last epoch's
+        if batch_idx + 1 >= self.trainer.num_training_batches:
+            self._log_epoch("train")
+
     def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
+        self._log_epoch("train")  # an epoch cut short (max_steps): its values are still there
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
