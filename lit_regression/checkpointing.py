@@ -364,9 +364,10 @@ def resolve_resume(subcommand: str | None, ckpt_path: str | None, root: str, own
     otherwise overwrite the run's own from that epoch on.
 
     Only where our logger, or none (``--trainer.logger false``: ``ROOT/checkpoints``), places the checkpoints (no
-    other ``--trainer.logger`` and no ``--checkpoint.dirpath`` given); otherwise Lightning's own meaning of ``last`` and ``best`` holds. Raises :class:`InputError` when
-    ``last`` finds nothing, instead of Lightning's warning and a silent start from scratch, and when ``best`` finds
-    nothing, where Lightning looks only at the checkpoints of the process it runs in."""
+    other ``--trainer.logger`` and no ``--checkpoint.dirpath`` given); otherwise Lightning's own meaning of ``last``
+    and ``best`` holds. Raises :class:`InputError` when ``last`` finds nothing, instead of Lightning's warning and
+    a silent start from scratch, and when ``best`` finds nothing, where Lightning looks only at the checkpoints of
+    the process it runs in."""
     if not ckpt_path or not own_logger or dirpath is not None:
         return ckpt_path, None
     if ckpt_path in ("last", "best"):

@@ -30,6 +30,7 @@ from lit_regression.datamodules import TensorDataModule
 from lit_regression.errors import InputError, say
 from lit_regression.logger import RunLogger
 from lit_regression.models import LitModel
+from lit_regression.tables import absolute_path
 
 # ckpt_path values that Lightning resolves itself instead of reading a file
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
@@ -50,12 +51,17 @@ def _as_subclass_config(hparams: dict) -> dict | None:
     return {"class_path": hparams.pop("_class_path"), "init_args": hparams}
 
 
-def _class_of(config) -> type | None:
-    class_path = getattr(config, "class_path", None) if config is not None else None
-    if not class_path:
+def _import_class(class_path: str | None) -> type | None:
+    """The class at a dotted import path, or ``None`` where there is none."""
+    try:
+        module, name = str(class_path).rsplit(".", 1)
+        return getattr(importlib.import_module(module), name, None)
+    except (ValueError, ImportError):
         return None
-    module, name = class_path.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name, None)
+
+
+def _class_of(config) -> type | None:
+    return _import_class(getattr(config, "class_path", None)) if config is not None else None
 
 
 # --- the command line before it is parsed ---------------------------------------------------------------------
@@ -246,8 +252,8 @@ class LitRegressionCLI(LightningCLI):
         # config.yaml (and a checkpoint's arguments) must mean the same from any other
         for name in DATA_PATH_ARGS:
             value = data_args.get(name) if data_args is not None else None
-            if isinstance(value, str) and value and "://" not in value:
-                data_args[name] = os.path.abspath(os.path.expanduser(value))
+            if isinstance(value, str) and value:
+                data_args[name] = absolute_path(value)
         notes = []
         trainer = config.get("trainer")
         if trainer is not None and trainer.get("max_epochs") is not None and trainer.max_epochs < 1 and trainer.max_epochs != -1:
@@ -546,10 +552,8 @@ def _class_names(key: str) -> list[str]:
 
 def _init_arguments(class_path: str) -> list[str]:
     """The arguments of a class's ``__init__`` (and its bases' where it passes ``**kwargs`` on)."""
-    try:
-        module, name = class_path.rsplit(".", 1)
-        cls = getattr(importlib.import_module(module), name)
-    except (ValueError, ImportError, AttributeError):
+    cls = _import_class(class_path)
+    if cls is None:
         return []
     names = []
     for klass in inspect.getmro(cls):

@@ -50,14 +50,19 @@ def model_config(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any
     return {"class_path": source["_class_path"], "init_args": init_args}
 
 
+def lit_class(class_path: str, what: str = "model") -> type:
+    """The lit_regression class (a model or a datamodule) at a dotted import path; refuses any other, so that
+    a checkpoint or config cannot make us import an arbitrary module."""
+    module_name, _, class_name = str(class_path).rpartition(".")
+    if not module_name.startswith("lit_regression."):
+        raise InputError(f"{what} class {class_path!r} is not a lit_regression {what}")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
 def build_model(config: str | os.PathLike | Mapping[str, Any]) -> torch.nn.Module:
     """A fresh, untrained model of the configured class with the configured constructor arguments."""
     config = model_config(config)
-    module_name, _, class_name = config["class_path"].rpartition(".")
-    if not module_name.startswith("lit_regression."):
-        raise InputError(f"model class {config['class_path']!r} is not a lit_regression model")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**config["init_args"])
+    return lit_class(config["class_path"])(**config["init_args"])
 
 
 def load_weights(weights: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]) -> torch.nn.Module:

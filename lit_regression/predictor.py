@@ -15,7 +15,6 @@ columns as given), then the prediction in the target's units (for classification
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 
 from lit_regression.checkpointing import read_checkpoint
 from lit_regression.errors import InputError
+from lit_regression.export import lit_class
 
 
 def _column(values: Any) -> Any:
@@ -36,11 +36,9 @@ def _column(values: Any) -> Any:
 
 def _class(hparams: dict | None, what: str, path: str) -> type:
     class_path = (hparams or {}).get("_class_path")
-    if not class_path or not str(class_path).startswith("lit_regression."):
-        raise InputError(f"{path!r}: the checkpoint names no lit_regression {what} class (it was not written by "
-                         "lit-regression fit)")
-    module, name = class_path.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)
+    if not class_path:
+        raise InputError(f"{path!r}: the checkpoint names no {what} class (it was not written by lit-regression fit)")
+    return lit_class(class_path, what)
 
 
 class Predictor:
@@ -72,7 +70,7 @@ class Predictor:
             if x.ndim != 2 or x.shape[1] != n:
                 raise InputError(f"rows have shape {tuple(x.shape)}: the model takes {n} input column(s)")
             return x
-        from lit_regression.tables import _dense, read_table
+        from lit_regression.tables import dense, read_table
 
         if isinstance(rows, (str, os.PathLike)):
             path = os.fspath(rows)
@@ -92,7 +90,7 @@ class Predictor:
                              "a pyarrow Table or the path of a .csv/.tsv/.parquet file")
         if table.num_rows == 0:
             raise InputError("rows: no rows to predict")
-        return dm.predict_rows(_dense(table), "rows", "rows")
+        return dm.predict_rows(dense(table), "rows", "rows")
 
     def predict(self, rows: Any):
         """Predictions for ``rows`` (see :meth:`inputs`) as a pandas DataFrame, in the target's units, with class

@@ -51,6 +51,14 @@ def _sep_hint(path: str, sep: str) -> str | None:
     return None
 
 
+def absolute_path(path: str | None) -> str | None:
+    """A table's path as an absolute one (``~`` expanded, relative to the current working folder), so that it
+    means the same from any other folder; ``None`` and URLs (``s3://``) stay as they are."""
+    if path is None or "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def read_table(path: str | None, name: str, sep: str | None = None, decimal: str = ".") -> pa.Table:
     """Read the table at ``path`` (the value of the argument ``name``) into a pyarrow Table with unique,
     whitespace-trimmed column names and dense (not dictionary-encoded) columns; empty text cells are nulls."""
@@ -77,7 +85,7 @@ def read_table(path: str | None, name: str, sep: str | None = None, decimal: str
     table = table.rename_columns(names)
     if table.num_rows == 0:
         raise InputError(f"{name}={path!r} has a header line but no data rows")
-    return _dense(table)
+    return dense(table)
 
 
 def _read_delimited(path: str, name: str, sep: str, decimal: str) -> pa.Table:
@@ -128,7 +136,7 @@ def _read_typed(pcsv, path: str, parse, convert) -> pa.Table | None:
         return None
 
 
-def _dense(table: pa.Table) -> pa.Table:
+def dense(table: pa.Table) -> pa.Table:
     """Dictionary-encoded columns (pandas categoricals saved as Parquet) as plain columns of their values."""
     for i, field in enumerate(table.schema):
         if pa.types.is_dictionary(field.type):

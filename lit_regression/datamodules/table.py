@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Literal
 
 import numpy as np
@@ -13,8 +12,8 @@ import torch
 from lit_regression.datamodules.base import TensorDataModule
 from lit_regression.errors import InputError, say
 from lit_regression.preprocessing import STRATEGIES, Preprocessing, encoded_names, fit_levels, missing, plain
-from lit_regression.tables import (decimal_commas, delimiter, is_number, is_text, listing, mostly_numeric, numbers, read_table,
-                                   type_name, values, where_row)
+from lit_regression.tables import (absolute_path, decimal_commas, delimiter, is_number, is_text, listing,
+                                   mostly_numeric, numbers, read_table, type_name, values, where_row)
 
 TASKS = ("regression", "classification")
 Strategy = str  # "none", "mean" or "median": checked in __init__, whose message names the choices
@@ -109,7 +108,7 @@ class TableDataModule(TensorDataModule):
         # absolute, so that a checkpoint (which keeps these arguments) finds its tables from any working folder
         # (written into hparams: LightningCLI hands save_hyperparameters the arguments as it was given them)
         for name, value in (("path", path), ("predict_path", predict_path)):
-            self.hparams[name] = _absolute(value)
+            self.hparams[name] = absolute_path(value)
         task = task or "regression"
         if task not in TASKS:
             raise InputError(f"data.task={task!r} is invalid: expected 'regression' or 'classification'")
@@ -617,11 +616,6 @@ class TableDataModule(TensorDataModule):
                 f"model {type(model).__name__} does {model_task} but data.task={self.task!r}: choose a matching "
                 "pair (LogisticRegression for classification, a regression model otherwise)"
             )
-
-
-def _absolute(path: str | None) -> str | None:
-    """``path`` with ``~`` expanded, relative to the current working folder; ``None`` stays ``None``."""
-    return None if path is None else os.path.abspath(os.path.expanduser(path))
 
 
 def _key(label: Any) -> Any:

@@ -140,10 +140,10 @@ class LitModel(L.LightningModule):
             if value is None:
                 value = torch.zeros_like(buffer) if name.endswith("mean") else torch.ones_like(buffer)
             value = torch.as_tensor(value, dtype=buffer.dtype).reshape(-1)
-            if value.shape != buffers[name].shape:
-                raise InputError(f"{name} has {len(value)} values but the model has {len(buffers[name])} "
+            if value.shape != buffer.shape:
+                raise InputError(f"{name} has {len(value)} values but the model has {len(buffer)} "
                                  f"{'inputs' if name.startswith('input') else 'outputs'}")
-            buffers[name].copy_(value)
+            buffer.copy_(value)
         self._scaling_changed()
 
     def _scaling_changed(self) -> None:
@@ -300,13 +300,17 @@ class LitModel(L.LightningModule):
         """``l2`` when none is given; LogisticRegression overrides it."""
         return 0.0
 
+    @property
+    def _datamodule(self):
+        """The trainer's datamodule; ``None`` outside a trainer or without one."""
+        return self.trainer.datamodule if self._trainer is not None else None
+
     def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        scaling = getattr(datamodule, "scaling", None)
+        scaling = getattr(self._datamodule, "scaling", None)
         if stage == "fit" and scaling is not None:  # a resumed fit then loads the checkpoint's (the same values)
             self.set_scaling(scaling())
         if stage == "fit" and self.hparams.l2 is None:
-            n_train = getattr(self.trainer.datamodule, "n_train", None) if self._trainer is not None else None
+            n_train = getattr(self._datamodule, "n_train", None)
             if not n_train and self.default_l2(1):
                 raise InputError(f"model l2=None: the default {type(self).__name__} penalty is 1 / n_train, but the "
                                  "training rows cannot be counted without a lit_regression datamodule; give --model.l2")
@@ -321,8 +325,7 @@ class LitModel(L.LightningModule):
         name = self.hparams.optimizer
         if name != "auto":
             return name
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        return "lbfgs" if getattr(datamodule, "full_batch", False) and self.smooth() else "adam"
+        return "lbfgs" if getattr(self._datamodule, "full_batch", False) and self.smooth() else "adam"
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         name = self.optimizer_name()
@@ -352,7 +355,6 @@ class LitModel(L.LightningModule):
         """``(weight, bias)`` of shape ``(n_outputs, n_features)`` and ``(n_outputs,)`` for models that are one
         affine map, else ``None``."""
         return None
-
 
 
 def _scaling_of_old_checkpoint(checkpoint: dict, buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
