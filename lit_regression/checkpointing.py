@@ -3,8 +3,9 @@
 * :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file in the target's folder and renames it
   over the target with ``os.replace``: a process killed during a write leaves the previous ``last.ckpt`` in
   place, never a truncated one (``fsync=True`` also flushes each file to the disk before the rename).
-* :class:`ResumableCheckpoint` (the CLI's ``--checkpoint``) writes ``last.ckpt`` at the end of every epoch, not
-  only when ``val_loss`` improved, and makes ``save_last="link"`` atomic too.
+* :class:`ResumableCheckpoint` (the CLI's ``--checkpoint``) writes ``last.ckpt`` at the end of an epoch at most
+  every ``every_n_seconds`` (30), at the end of ``fit`` and when SIGTERM or Ctrl-C stops the run (after the epoch
+  in progress), holds a new best checkpoint in memory until then, and makes ``save_last="link"`` atomic too.
 * :class:`RandomState` keeps the global random states (torch, numpy, python) in the checkpoint and puts them
   back when training resumes, so that anything random in training (dropout, say) continues as it would have.
   The data order needs nothing: :class:`~lit_regression.batches.TensorBatches` shuffles from ``seed + epoch``
@@ -28,13 +29,17 @@ import pickle
 import random
 import re
 import shutil
+import signal
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.utilities.apply_func import apply_to_collection
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -154,24 +159,64 @@ def with_atomic_io(plugins) -> list:
     return plugins
 
 
+class Interrupted(Exception):
+    """A fit stopped by SIGTERM or Ctrl-C after its epoch finished and ``last.ckpt`` was written. ``lit-regression``
+    prints the message alone and exits with ``128 + signal``, as a shell reports a process ended by that signal."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
 class ResumableCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose ``last.ckpt`` is the state at the end of the last finished epoch.
+    """``ModelCheckpoint`` whose ``last.ckpt`` is the state at the end of a finished epoch, written on a time
+    schedule, at the end of ``fit`` and when the run is interrupted; a resume from it is bit-identical.
 
-    Lightning 2.6 writes ``last.ckpt`` (``save_last=True``) only when a top-k checkpoint is written, that is when
-    the monitored ``val_loss`` improved: after the best epoch, ``last.ckpt`` would stay behind, hold other weights
-    than the run ended with, and a resume would start over from the best epoch. This class also writes it at the
-    end of every other epoch (every ``every_n_epochs``), so a killed run loses at most the epoch it was in.
+    * **Time-bounded writes.** ``last.ckpt`` is written at the end of an epoch when ``every_n_seconds`` have passed
+      since the last write, at the last epoch of ``fit``, and when SIGTERM or Ctrl-C stops the run; a SIGKILL or a
+      power failure loses at most ``every_n_seconds`` of training. A new best checkpoint (``epoch=E-step=S.ckpt``
+      on ``val_loss``) is built when the epoch ends and held in memory until the next write, so an epoch that
+      improves costs no disk write either. Lightning 2.6 alone writes ``last.ckpt`` only along with a new best,
+      so after the best epoch it would fall behind the run; ``every_n_seconds: 0`` writes both at every epoch end.
+    * **SIGTERM and Ctrl-C** (SLURM's pre-emption, ``kill``, a terminal): the epoch in progress finishes, the best
+      checkpoint and ``last.ckpt`` are written, and ``fit`` raises :class:`Interrupted` (``lit-regression`` exits
+      with 143 or 130). A second Ctrl-C stops at once, as without this callback (Lightning's own handling), with
+      the checkpoints of the last write. Several processes (DDP) decide together at each epoch end.
+    * **A non-finite loss** (:class:`~lit_regression.callbacks.finite.FiniteCheck`): the best checkpoint held in
+      memory, a good state, is written (:meth:`save_pending`); the diverged state never is.
+    * ``save_last="link"`` replaces ``last.ckpt`` atomically: the symlink (or, where links are not allowed, the
+      copy) is made under a temporary name and renamed over ``last.ckpt``, where Lightning removes ``last.ckpt``
+      first and then links, leaving no ``last.ckpt`` at all in between. Full saves are atomic through
+      :class:`AtomicCheckpointIO`.
 
-    ``save_last="link"`` replaces ``last.ckpt`` atomically: the symlink (or, where links are not allowed, the copy)
-    is made under a temporary name and renamed over ``last.ckpt``, where Lightning removes ``last.ckpt`` first and
-    then links, leaving no ``last.ckpt`` at all in between. Full saves are atomic through
-    :class:`AtomicCheckpointIO`."""
+    Args:
+        every_n_seconds: write ``last.ckpt`` (and a best checkpoint held in memory) at most this often, in seconds
+            of training, besides the end of ``fit`` and an interruption; 0 writes at the end of every epoch.
+        **kwargs: the arguments of Lightning's ``ModelCheckpoint`` (``monitor``, ``save_top_k``, ``save_last``,
+            ``every_n_epochs`` ...).
+    """
 
     _unranked = False  # no validation rows: nothing to rank the checkpoints by, last.ckpt only
 
+    def __init__(self, every_n_seconds: float = 30.0, **kwargs: Any) -> None:
+        if not every_n_seconds >= 0:  # also nan
+            raise InputError(f"checkpoint every_n_seconds={every_n_seconds!r} is invalid: expected a number >= 0 "
+                             "(0: write at the end of every epoch)")
+        super().__init__(**kwargs)
+        self.every_n_seconds = float(every_n_seconds)
+        self._pending: dict[str, dict] = {}  # best checkpoints built but not written yet: path -> checkpoint
+        self._holding = False  # _save_checkpoint builds into _pending instead of writing
+        self._unsaved = False  # an epoch has ended since last.ckpt was written
+        self._written_at = 0.0  # time.monotonic() of the last write (or of the start of training)
+        self._signal: int | None = None  # SIGTERM or SIGINT received: stop at the end of this epoch
+        self._handlers: dict[int, Any] = {}  # the signal handlers ours replaced, to restore
+        self._trainer = None
+
+    # --- the schedule -----------------------------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
         """With nothing to monitor (no validation rows, or validation switched off) keep ``last.ckpt`` only, and
-        say so once, where Lightning would warn at every epoch that ``val_loss`` was never logged."""
+        say so once, where Lightning would warn at every epoch that ``val_loss`` was never logged. Start the clock
+        of the schedule and take over SIGTERM and SIGINT."""
         super().on_train_start(trainer, pl_module)
         no_rows = trainer.val_dataloaders is not None and sum(trainer.num_val_batches) == 0
         self._unranked = bool(self.monitor and self.save_top_k != 0
@@ -179,16 +224,138 @@ class ResumableCheckpoint(ModelCheckpoint):
         if self._unranked:
             say(f"no validation rows: checkpoints are not ranked by {self.monitor}; only last.ckpt is kept"
                 + ("" if self.save_last else " (--checkpoint.save_last is off: none)"))
+        self._written_at = time.monotonic()
+        self._signal = None
+        if not trainer.fast_dev_run:
+            self._take_signals(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        """Top-k (``ModelCheckpoint``'s rule, into memory unless writes are every epoch), then, when it is time,
+        the end of fit or a stop was asked for, write what is held and ``last.ckpt``; with one set of monitor
+        candidates for all."""
+        stop = self._stop_requested(trainer)
+        if self._should_skip_saving_checkpoint(trainer) and not stop:
+            return
+        candidates = self._monitor_candidates(trainer)
+        due = self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
+        if due and self._should_save_on_train_epoch_end(trainer):
+            self._holding = self.every_n_seconds > 0
+            try:
+                self._save_topk_checkpoint(trainer, candidates)
+            finally:
+                self._holding = False
+        self._unsaved = True
+        if stop or self._final_epoch(trainer) or (due and time.monotonic() - self._written_at >= self.every_n_seconds):
+            self._write(trainer, candidates)
+        if stop:
+            self._interrupt(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        """Write what the schedule has not written yet (a fit that ended another way than at its last epoch:
+        ``max_time``, a callback), except under ``fast_dev_run``, where Lightning suppresses checkpointing."""
+        self._release_signals()
+        if not trainer.fast_dev_run and (self._unsaved or self._pending):
+            self._write(trainer, self._monitor_candidates(trainer))
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._release_signals()
+        super().on_exception(trainer, pl_module, exception)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._release_signals()
+
+    def _final_epoch(self, trainer) -> bool:
+        """Whether this epoch is the fit's last: ``max_epochs``, ``max_steps``, or a stop (early stopping,
+        convergence) once ``min_epochs`` and ``min_steps`` are met; as Lightning's fit loop decides after it."""
+        loop = trainer.fit_loop
+        if loop.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= loop.max_epochs:
+            return True
+        if loop.max_steps not in (None, -1) and trainer.global_step >= loop.max_steps:
+            return True
+        return bool(trainer.should_stop and trainer.current_epoch + 1 >= (loop.min_epochs or 0)
+                    and trainer.global_step >= (loop.min_steps or 0))
+
+    def _write(self, trainer, candidates: dict[str, Any]) -> None:
+        """Write the best checkpoints held in memory, then ``last.ckpt`` (which names them)."""
+        self.save_pending(trainer)
+        if self._unsaved:
+            self._save_last_checkpoint(trainer, candidates)
+        self._unsaved = False
+        self._written_at = time.monotonic()
+
+    def save_pending(self, trainer) -> str:
+        """Write the best checkpoints held in memory; the path of the newest checkpoint on disk (``""``: none)."""
+        pending, self._pending = self._pending, {}
+        for filepath, checkpoint in pending.items():
+            trainer.strategy.save_checkpoint(checkpoint, filepath)
+        if pending:
+            trainer.strategy.barrier("ResumableCheckpoint.save_pending")
+        written = [p for p in (self.last_model_path, *pending) if p and os.path.exists(p)]
+        return max(written, key=os.path.getmtime, default="")
+
+    # Lightning's ModelCheckpoint writes inside _save_checkpoint and deletes in _remove_checkpoint; it has no
+    # public hook to build a checkpoint without writing it, so these two are overridden to hold the best one in
+    # memory (Trainer.save_checkpoint is dump_checkpoint followed by strategy.save_checkpoint: save_pending does
+    # the second half later).
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        if not self._holding:
+            return super()._save_checkpoint(trainer, filepath)
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
+        if trainer.is_global_zero:  # the one that writes: a copy, since the state dicts share the live tensors
+            self._pending[filepath] = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().clone())
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+    def _remove_checkpoint(self, trainer, filepath: str) -> None:
+        if self._pending.pop(filepath, None) is None:
+            super()._remove_checkpoint(trainer, filepath)
 
     def _save_topk_checkpoint(self, trainer, monitor_candidates) -> None:
         if not self._unranked:
             super()._save_topk_checkpoint(trainer, monitor_candidates)
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        """Lightning's, which writes ``last.ckpt`` if none was written yet, except under ``fast_dev_run``: Lightning
-        suppresses checkpointing there, and that write alone would ignore it."""
-        if not trainer.fast_dev_run:
-            super().on_train_end(trainer, pl_module)
+    # --- SIGTERM and Ctrl-C -----------------------------------------------------------------------------------
+    def _take_signals(self, trainer) -> None:
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+            return
+        self._trainer = trainer
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._handlers[signum] = signal.signal(signum, self._on_signal)
+            except (ValueError, OSError):  # a platform without it
+                pass
+
+    def _release_signals(self) -> None:
+        handlers, self._handlers = self._handlers, {}
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._trainer = None
+
+    def _on_signal(self, signum: int, frame) -> None:
+        """Ask for a stop at the end of the epoch (nothing is printed here: a handler may run in the middle of a
+        print). A second Ctrl-C stops at once; SIGTERM again changes nothing (SLURM and process groups may send
+        it to a process twice)."""
+        if self._signal is None:
+            self._signal = signum
+            launcher = getattr(getattr(self._trainer, "strategy", None), "launcher", None)
+            if signum == signal.SIGTERM and launcher is not None:  # Lightning's own handler forwards it too
+                launcher.kill(signum)
+        elif signum == signal.SIGINT and self._signal == signal.SIGINT:
+            self._release_signals()
+            raise KeyboardInterrupt
+
+    def _stop_requested(self, trainer) -> bool:
+        stop = self._signal is not None
+        if trainer.world_size > 1:  # every process stops at the same epoch, or the others would wait forever
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        return stop
+
+    def _interrupt(self, trainer) -> None:
+        signum = self._signal if self._signal is not None else signal.SIGTERM
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        where = f": {self.last_model_path}" if self.save_last and self.last_model_path else ""
+        raise Interrupted(signum, f"stopped by {name} after epoch {trainer.current_epoch}; the checkpoint of that "
+                                  f"epoch is written{where}. Resume with the same command and --ckpt_path last")
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Lightning's, without its warning when the checkpoint was written into another folder: every ``validate``,
@@ -198,23 +365,6 @@ class ResumableCheckpoint(ModelCheckpoint):
             super().load_state_dict(state_dict)
         else:
             self.best_model_path = state_dict["best_model_path"]
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        """``ModelCheckpoint.on_train_epoch_end`` (top-k, and ``last`` along with it), then ``last.ckpt`` if it
-        was not written yet at this step; with one set of monitor candidates for both."""
-        if self._should_skip_saving_checkpoint(trainer):
-            return
-        due = self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
-        at_epoch_end = self._should_save_on_train_epoch_end(trainer)
-        candidates = self._monitor_candidates(trainer)
-        if at_epoch_end and due:
-            self._save_topk_checkpoint(trainer, candidates)
-        if (
-            self._last_global_step_saved == trainer.global_step  # a top-k checkpoint was written: last goes with it
-            or (at_epoch_end and self.save_last == "link" and self._last_checkpoint_saved)
-            or (self.save_last is True and due)
-        ):
-            self._save_last_checkpoint(trainer, candidates)
 
     def _monitor_candidates(self, trainer) -> dict[str, Any]:
         """``ModelCheckpoint._monitor_candidates`` with each tensor cloned instead of the whole dict deep-copied

@@ -24,8 +24,9 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lit_regression.callbacks import Convergence, ParameterReport, Plots, PredictionWriter
 from lit_regression.callbacks.finite import FiniteCheck
 from lit_regression.callbacks.progress import RunProgressBar
-from lit_regression.checkpointing import (RandomState, ResumableCheckpoint, find_checkpoint, read_checkpoint,
-                                          resolve_resume, resume_config_name, unused_path, with_atomic_io)
+from lit_regression.checkpointing import (Interrupted, RandomState, ResumableCheckpoint, find_checkpoint,
+                                          read_checkpoint, resolve_resume, resume_config_name, unused_path,
+                                          with_atomic_io)
 from lit_regression.datamodules import TensorDataModule
 from lit_regression.errors import InputError, say
 from lit_regression.logger import RunLogger
@@ -466,6 +467,9 @@ def main(args=None) -> None:
     _quiet()
     try:
         LitRegressionCLI(args=args)
+    except Interrupted as stop:  # SIGTERM or Ctrl-C: the epoch finished and its checkpoint is written
+        say(f"lit-regression: {stop}")
+        sys.exit(128 + stop.signum)
     except Exception as err:  # our InputError, also where jsonargparse wrapped it into its own ValueError
         message = _user_error(err)
         if message is None:

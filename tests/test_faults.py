@@ -107,11 +107,112 @@ RESUME_RUN = [
 ]
 
 
+def assert_same_state(ours: dict, theirs: dict) -> None:
+    """Two checkpoints at the same point of training, bit for bit: weights, buffers, optimizer state."""
+    assert ours["epoch"] == theirs["epoch"] and ours["global_step"] == theirs["global_step"]
+    assert ours["state_dict"].keys() == theirs["state_dict"].keys()
+    for key, value in theirs["state_dict"].items():
+        assert torch.equal(ours["state_dict"][key], value), key
+    for mine, other in zip(ours["optimizer_states"], theirs["optimizer_states"], strict=True):
+        assert mine["state"].keys() == other["state"].keys()
+        for param, state in other["state"].items():
+            for name, value in state.items():
+                assert torch.equal(mine["state"][param][name], value) if torch.is_tensor(value) else (
+                    mine["state"][param][name] == value), (param, name)
+
+
+def progress_process(*args, root: Path) -> subprocess.Popen:
+    """:func:`cli_process` with the progress bar on: without a terminal it prints ``epoch K/N ...`` lines."""
+    command = [*CLI, *map(str, args), "--trainer.default_root_dir", str(root), "--trainer.accelerator", "cpu"]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def epochs_done(line: str) -> int | None:
+    """``K`` of a progress line ``epoch K/N ...``."""
+    parts = line.split()
+    if len(parts) > 1 and parts[0] == "epoch" and "/" in parts[1]:
+        return int(parts[1].split("/")[0])
+    return None
+
+
+def resume_matches_an_uninterrupted_run(last: Path, args: list, full_root: Path) -> None:
+    """Resume from ``last`` (in a process), run ``args`` uninterrupted under ``full_root``: the same end state."""
+    resumed = cli_process(*args, "--ckpt_path", "last", root=last.parents[3])
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    run_cli(*args, *QUIET, root=full_root)
+    assert_same_state(torch.load(last, weights_only=True),
+                      torch.load(versions(full_root)[0] / "checkpoints" / "last.ckpt", weights_only=True))
+
+
+LONG_RUN = [*RESUME_RUN[:-4], "--trainer.max_epochs", "300", "--plots.enabled", "false"]
+
+
 @pytest.mark.slow
-def test_sigkill_then_resume_last_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_finishes_the_epoch_writes_it_and_resumes_bit_identical(signum, tmp_path):
+    """The default schedule (every 30 s) writes nothing during this run of a few seconds: the signal alone makes
+    the run write the epoch it finishes, and exit with 128 + the signal."""
+    stopped_root, full_root = tmp_path / "stopped", tmp_path / "full"
+    last = stopped_root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    stopped = progress_process(*LONG_RUN, root=stopped_root)
+    output = []
+    for line in stopped.stdout:
+        output.append(line)
+        if (epochs_done(line) or 0) >= 60:
+            assert not last.exists()  # nothing written on the schedule yet
+            stopped.send_signal(signum)
+            break
+    output += stopped.stdout.readlines()
+    stopped.wait(timeout=120)
+    assert stopped.returncode == 128 + signum, "".join(output)
+    text = "".join(output)
+    assert "Traceback" not in text
+    name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    (line,) = [line for line in output if line.startswith(f"lit-regression: stopped by {name} after epoch")]
+    epoch = int(line.split("after epoch ")[1].split(";")[0])
+    assert 60 <= epoch < 299 and str(last) in line and "--ckpt_path last" in line
+    assert torch.load(last, weights_only=True)["epoch"] == epoch
+    best = versions(stopped_root)[0] / "checkpoints"
+    assert len([p for p in best.iterdir() if p.name.startswith("epoch=")]) == 1  # the best, held in memory till now
+    assert not (versions(stopped_root)[0] / "predictions.csv").exists()  # an interrupted fit writes no results
+
+    resume_matches_an_uninterrupted_run(last, LONG_RUN, full_root)
+
+
+@pytest.mark.slow
+def test_sigkill_between_two_scheduled_writes_then_resume_is_bit_identical(tmp_path):
+    """``last.ckpt`` every 0.5 s: killed after the run got past its last write, the resume redoes the epochs since
+    and ends where an uninterrupted run ends."""
     killed_root, full_root = tmp_path / "killed", tmp_path / "full"
     last = killed_root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    killed = cli_process(*RESUME_RUN, root=killed_root)
+    args = [*LONG_RUN, "--checkpoint.every_n_seconds", "0.5"]
+    killed = progress_process(*args, root=killed_root)
+    written_before_kill = None
+    for line in killed.stdout:
+        done = epochs_done(line)
+        if done is None or not last.exists():
+            continue
+        written = torch.load(last, weights_only=True)["epoch"]
+        if written < done - 1:  # the run is past the epoch of its last write: kill before the next one
+            killed.send_signal(signal.SIGKILL)
+            written_before_kill = written
+            break
+    killed.communicate(timeout=120)
+    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed between two writes"
+    killed_at = torch.load(last, weights_only=True)["epoch"]
+    assert written_before_kill <= killed_at < 299
+
+    resume_matches_an_uninterrupted_run(last, args, full_root)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_last_is_bit_identical(tmp_path):
+    """With ``last.ckpt`` at every epoch end (``every_n_seconds 0``): the same to the step, curves included."""
+    killed_root, full_root = tmp_path / "killed", tmp_path / "full"
+    last = killed_root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    killed = cli_process(*RESUME_RUN, "--checkpoint.every_n_seconds", "0", root=killed_root)
 
     def kill_after_epoch_2() -> None:
         seen, deadline = None, time.monotonic() + 240
@@ -127,7 +228,7 @@ def test_sigkill_then_resume_last_is_bit_identical(tmp_path):
     killer = threading.Thread(target=kill_after_epoch_2)
     killer.start()
     try:
-        full = run_cli(*RESUME_RUN, root=full_root)  # the uninterrupted run, meanwhile, in this process
+        full = run_cli(*RESUME_RUN, "--checkpoint.every_n_seconds", "0", root=full_root)  # the uninterrupted run, meanwhile, in this process
         killer.join()
     finally:
         if killed.poll() is None:
@@ -137,7 +238,7 @@ def test_sigkill_then_resume_last_is_bit_identical(tmp_path):
     killed_at = torch.load(last, weights_only=True)["epoch"]
     assert 2 <= killed_at < 11
 
-    resumed = cli_process(*RESUME_RUN, "--ckpt_path", "last", root=killed_root)
+    resumed = cli_process(*RESUME_RUN, "--checkpoint.every_n_seconds", "0", "--ckpt_path", "last", root=killed_root)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert "Traceback" not in err
@@ -304,9 +405,11 @@ def test_nan_stops_at_once_with_one_message_and_keeps_the_last_good_checkpoint(t
     (line,) = [line for line in err.splitlines() if line.startswith("lit-regression: error:")]
     assert "training diverged at epoch 1, step 1" in line and "the training loss is inf" in line
     assert "lower learning rate" in line and "standardised inputs" in line
-    last = versions(tmp_path)[0] / "checkpoints" / "last.ckpt"
-    assert f"the last good checkpoint is kept: {last}" in line
-    checkpoint = torch.load(last, weights_only=True)
+    # no last.ckpt yet (the first is due after 30 s): epoch 0's, the best, held in memory, is written at the stop
+    best = versions(tmp_path)[0] / "checkpoints" / "epoch=0-step=1.ckpt"
+    assert f"the last good checkpoint is kept: {best}" in line
+    assert not (best.parent / "last.ckpt").exists()
+    checkpoint = torch.load(best, weights_only=True)
     assert checkpoint["epoch"] == 0 and finite(checkpoint["state_dict"])
 
 
@@ -346,7 +449,8 @@ def test_fsync_before_the_rename_is_opt_in(fsync, tmp_path, monkeypatch):
     cli = run_cli("fit", *LINE, "--trainer.max_epochs", "3", "--plots.enabled", "false", *extra, root=tmp_path)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     writes = len(list((versions(tmp_path)[0] / "checkpoints").iterdir()))
-    assert len(synced) == (3 + 3 if fsync else 0)  # last.ckpt and the best epoch's, at every one of 3 epochs
+    # written once each when fit ends (the best one held in memory until then): last.ckpt and the best epoch's
+    assert len(synced) == (2 if fsync else 0)
     assert writes == 2
 
 
@@ -360,6 +464,8 @@ BAD_INPUTS = [
     ("wrong type int", [*FIT, "--data.batch_size", "x"], ['"batch_size"', "int"]),
     ("negative lr", [*FIT, "--model.lr", "-0.1"], ["model lr=-0.1 is invalid"]),
     ("negative weight decay", [*FIT, "--model.weight_decay", "-1"], ["weight_decay=-1"]),
+    ("negative checkpoint interval", [*FIT, "--checkpoint.every_n_seconds", "-1"],
+     ["checkpoint every_n_seconds=-1.0 is invalid", ">= 0"]),
     ("negative optimizer lr", [*FIT, "--optimizer", "SGD", "--optimizer.lr", "-1"], ["optimizer.lr=-1.0 is invalid"]),
     ("max_epochs 0", [*FIT, "--trainer.max_epochs", "0"], ["trainer.max_epochs=0 is invalid"]),
     ("max_epochs -5", [*FIT, "--trainer.max_epochs", "-5"], ["trainer.max_epochs=-5 is invalid"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import lightning as L
 import torch
@@ -19,8 +20,8 @@ class FiniteCheck(L.Callback):
     """After every training batch, checks that the loss and the parameters (after the optimizer step) are finite;
     if not, stops the fit at once with :class:`TrainingDiverged`, whose message names the epoch and step and what
     to try. Checkpoints are written after validation, which comes after this check, so no non-finite state is
-    ever saved: the last good ``last.ckpt`` stays as it was (``save_on_exception`` of the checkpoint callbacks is
-    turned off before stopping, for the same reason)."""
+    ever saved: the last good ``last.ckpt`` stays as it was, and the best checkpoint held in memory is written
+    (``save_on_exception`` of the checkpoint callbacks is turned off before stopping, for the same reason)."""
 
     def __init__(self) -> None:
         self._step = 0
@@ -54,8 +55,10 @@ class FiniteCheck(L.Callback):
             else:
                 after = f" (loss {value:.6g})" if value is not None else ""
                 what = f"the parameter {bad} became non-finite after the optimizer step{after}"
-        last = next((c.last_model_path for c in trainer.checkpoint_callbacks
-                     if getattr(c, "last_model_path", "")), "")
+        # the best checkpoint that ResumableCheckpoint holds in memory is a good state: written now
+        kept = [c.save_pending(trainer) if hasattr(c, "save_pending") else getattr(c, "last_model_path", "")
+                for c in trainer.checkpoint_callbacks]
+        last = max((p for p in kept if p and os.path.exists(p)), key=os.path.getmtime, default="")
         kept = f"the last good checkpoint is kept: {last}" if last else "no checkpoint had been written yet"
         lr = trainer.optimizers[0].param_groups[0].get("lr") if trainer.optimizers else None
         lr = f", now {lr:g}" if isinstance(lr, (int, float)) else ""
