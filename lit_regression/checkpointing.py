@@ -236,19 +236,32 @@ class ResumableCheckpoint(ModelCheckpoint):
         stop = self._stop_requested(trainer)
         if self._should_skip_saving_checkpoint(trainer) and not stop:
             return
-        candidates = self._monitor_candidates(trainer)
         due = self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
-        if due and self._should_save_on_train_epoch_end(trainer):
+        rank = due and self._should_save_on_train_epoch_end(trainer)
+        write = stop or self._final_epoch(trainer) or (
+            due and time.monotonic() - self._written_at >= self.every_n_seconds)
+        self._unsaved = True
+        if not (write or (rank and self._may_rank(trainer))):  # most epochs: no new best, no write due
+            return
+        candidates = self._monitor_candidates(trainer)
+        if rank:
             self._holding = self.every_n_seconds > 0
             try:
                 self._save_topk_checkpoint(trainer, candidates)
             finally:
                 self._holding = False
-        self._unsaved = True
-        if stop or self._final_epoch(trainer) or (due and time.monotonic() - self._written_at >= self.every_n_seconds):
+        if write:
             self._write(trainer, candidates)
         if stop:
             self._interrupt(trainer)
+
+    def _may_rank(self, trainer) -> bool:
+        """Whether ``_save_topk_checkpoint`` may keep this epoch: ``ModelCheckpoint.check_monitor_top_k`` on the
+        monitored value alone, before the monitor candidates are copied for it."""
+        if self._unranked or self.save_top_k == 0:
+            return False
+        current = trainer.callback_metrics.get(self.monitor) if self.monitor else None
+        return current is None or self.check_monitor_top_k(trainer, current)
 
     def on_train_end(self, trainer, pl_module) -> None:
         """Write what the schedule has not written yet (a fit that ended another way than at its last epoch:
@@ -287,7 +300,8 @@ class ResumableCheckpoint(ModelCheckpoint):
         """Write the best checkpoints held in memory; the path of the newest checkpoint on disk (``""``: none)."""
         pending, self._pending = self._pending, {}
         for filepath, checkpoint in pending.items():
-            trainer.strategy.save_checkpoint(checkpoint, filepath)
+            if checkpoint is not None:  # the first process's (the strategy writes on that one only)
+                trainer.strategy.save_checkpoint(checkpoint, filepath)
         if pending:
             trainer.strategy.barrier("ResumableCheckpoint.save_pending")
         written = [p for p in (self.last_model_path, *pending) if p and os.path.exists(p)]
@@ -301,13 +315,17 @@ class ResumableCheckpoint(ModelCheckpoint):
         if not self._holding:
             return super()._save_checkpoint(trainer, filepath)
         checkpoint = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
-        if trainer.is_global_zero:  # the one that writes: a copy, since the state dicts share the live tensors
-            self._pending[filepath] = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().clone())
+        # the first process writes, and keeps a copy (the state dicts share the live tensors); the others keep
+        # the path only, so that every process takes part in the writes' barrier alike
+        self._pending[filepath] = (apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().clone())
+                                   if trainer.is_global_zero else None)
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
 
     def _remove_checkpoint(self, trainer, filepath: str) -> None:
-        if self._pending.pop(filepath, None) is None:
+        if filepath in self._pending:  # never written: nothing to delete
+            del self._pending[filepath]
+        else:
             super()._remove_checkpoint(trainer, filepath)
 
     def _save_topk_checkpoint(self, trainer, monitor_candidates) -> None:

@@ -6,8 +6,7 @@ from typing import Literal
 
 import lightning as L
 import torch
-from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import Metric
 
 from lit_regression.errors import InputError
 
@@ -81,10 +80,14 @@ class LitModel(L.LightningModule):
         self._counted = False  # the training batch's loss is counted (L-BFGS evaluates a batch many times)
         self._global_loss = False  # DDP with L-BFGS: the closure returns the loss of all processes
         self._rows_per_process = 0.0  # DDP on full batches: n_train / world_size
-        metrics = self.make_metrics()
-        stages = STAGES if train_metrics else tuple(s for s in STAGES if s != "train")
-        self.stage_metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}_") for s in stages})
-        self.stage_losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})
+        # each stage's mean loss and metrics (torchmetrics), held in plain dicts, outside the module tree: they
+        # have no state to save, and every walk over the modules (train(), eval(), parameters(), Lightning's at
+        # each validation) would otherwise visit them and hash their states (benchmarks/profile_fit.py);
+        # _metrics_on moves them to the device of the data
+        self._losses = {stage: MeanLoss() for stage in STAGES}
+        self._metrics = {stage: self.make_metrics() for stage in STAGES if train_metrics or stage != "train"}
+        self._metrics_device = torch.device("cpu")
+        self._unlogged: tuple[int, dict[str, float]] | None = None  # (step, values) not yet handed to the loggers
         # the fitted input scaling (identity until fit takes the datamodule's): part of the state_dict
         self.register_buffer("input_mean", torch.zeros(n_features))
         self.register_buffer("input_scale", torch.ones(n_features))
@@ -92,7 +95,9 @@ class LitModel(L.LightningModule):
         self.register_load_state_dict_post_hook(lambda module, keys: module._scaling_changed())
 
     # --- for subclasses ---------------------------------------------------------------------------------------
-    def make_metrics(self) -> MetricCollection:
+    def make_metrics(self) -> Metric:
+        """The task's metrics of one stage: a torchmetrics ``Metric`` or ``MetricCollection`` whose ``compute``
+        returns a dict of named values (``{"mae": ..., "r2": ...}``), updated with ``metric_inputs``."""
         raise NotImplementedError
 
     def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -166,10 +171,11 @@ class LitModel(L.LightningModule):
         return weight, bias
 
     # --- the shared step --------------------------------------------------------------------------------------
-    def _stage_metrics(self, stage: str) -> MetricCollection | None:
-        """The stage's metrics, or ``None`` for training with ``train_metrics=False``."""
-        key = f"{stage}_metrics"
-        return self.stage_metrics[key] if key in self.stage_metrics else None
+    def _metrics_on(self, device: torch.device) -> None:
+        if device != self._metrics_device:
+            for metric in [*self._losses.values(), *self._metrics.values()]:
+                metric.to(device)
+            self._metrics_device = device
 
     def penalty(self) -> torch.Tensor | float:
         """``l2 / 2 * ||W||^2 + l1 * |W|_1`` over the weights (every parameter but the biases)."""
@@ -189,8 +195,9 @@ class LitModel(L.LightningModule):
         outputs = self.net(self.scale_inputs(x))
         loss = self.compute_loss(outputs, self.scale_targets(y))
         if stage != "train" or not self._counted:  # L-BFGS: count the loss at the step's starting point only
-            self.stage_losses[f"{stage}_loss"].update(loss.detach(), len(x))
-            metrics = self._stage_metrics(stage)
+            self._metrics_on(loss.device)
+            self._losses[stage].update(loss.detach(), len(x))
+            metrics = self._metrics.get(stage)
             if metrics is not None:  # in the targets' own units
                 metrics.update(*self.metric_inputs(self.unscale_outputs(outputs.detach()), y))
         if stage != "train":
@@ -200,21 +207,22 @@ class LitModel(L.LightningModule):
             loss = loss * (len(x) / self._rows_per_process)
         if self._global_loss:  # same value on every process (its line search must decide alike), own gradient
             loss = loss + (self.trainer.strategy.reduce(loss.detach(), reduce_op="mean") - loss.detach())
-        return loss + self.penalty()
+        penalty = self.penalty()
+        return loss + penalty if torch.is_tensor(penalty) else loss  # no l1 or l2: no node in the graph
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self._counted = False
 
     def _epoch_values(self, stage: str) -> dict[str, torch.Tensor] | None:
         """The stage's loss and metrics over the epoch's batches (``None`` if it had none); resets them."""
-        loss = self.stage_losses[f"{stage}_loss"]
+        loss = self._losses[stage]
         if not loss.update_called:
             return None
         values = {f"{stage}_loss": loss.compute()}
         loss.reset()
-        metrics = self._stage_metrics(stage)
+        metrics = self._metrics.get(stage)
         if metrics is not None:
-            values.update(metrics.compute())
+            values.update({f"{stage}_{name}": value for name, value in metrics.compute().items()})
             metrics.reset()
         return values
 
@@ -241,17 +249,24 @@ class LitModel(L.LightningModule):
         trainer.callback_metrics.update(values)
         if trainer.sanity_checking:  # Lightning logs nothing from the sanity check either
             return
-        scalars = {name: value.item() for name, value in values.items()}
+        scalars = dict(zip(values, torch.stack([v.double() for v in values.values()]).tolist()))  # one sync
         # what self.log(..., prog_bar=True) would leave there: the losses and the main metric, as numbers
         trainer.progress_bar_metrics.update({k: v for k, v in scalars.items() if k.endswith(PROGRESS_METRICS)})
         trainer.logged_metrics.update(values)
         trainer.logged_metrics["epoch"] = torch.tensor(float(trainer.current_epoch))
-        if not trainer.loggers:
-            return
-        scalars["epoch"] = trainer.current_epoch
-        step = max(trainer.global_step - 1, 0)
-        for logger in trainer.loggers:
-            logger.log_metrics(scalars, step=step)
+        if trainer.loggers:  # the epoch's train and validation values go to the loggers together, once
+            step = max(trainer.global_step - 1, 0)
+            if self._unlogged and self._unlogged[0] != step:
+                self._write_logs()
+            self._unlogged = (step, {**(self._unlogged[1] if self._unlogged else {}), **scalars,
+                                     "epoch": trainer.current_epoch})
+
+    def _write_logs(self) -> None:
+        """Hand the values collected since the last call to the loggers, as one record at their step."""
+        if self._unlogged:
+            (step, scalars), self._unlogged = self._unlogged, None
+            for logger in self.trainer.loggers:
+                logger.log_metrics(scalars, step=step)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # the epoch's training values as soon as its last batch is done: the callbacks' on_train_epoch_end
@@ -261,6 +276,10 @@ class LitModel(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")  # an epoch cut short (max_steps): its values are still there
+        self._write_logs()
+
+    def on_train_end(self) -> None:
+        self._write_logs()  # validation after the last epoch's end (a val_check_interval of steps)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
@@ -355,6 +374,26 @@ class LitModel(L.LightningModule):
         """``(weight, bias)`` of shape ``(n_outputs, n_features)`` and ``(n_outputs,)`` for models that are one
         affine map, else ``None``."""
         return None
+
+
+class MeanLoss(Metric):
+    """The mean of batch losses weighted by their rows: ``MeanMetric`` without its per-update NaN check and
+    broadcasting (a non-finite loss stops training in FiniteCheck anyway), which cost more than the step on
+    small data."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", default=torch.zeros(()), dist_reduce_fx="sum")
+        self.add_state("rows", default=torch.zeros(()), dist_reduce_fx="sum")
+
+    def update(self, loss: torch.Tensor, rows: int) -> None:
+        self.total += loss.float() * rows
+        self.rows += rows
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.rows
 
 
 def _scaling_of_old_checkpoint(checkpoint: dict, buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+from torchmetrics import Metric
 
 from lit_regression.errors import InputError
 from lit_regression.models.base import LitModel
@@ -14,13 +14,38 @@ from lit_regression.models.base import LitModel
 LOSSES = {"mse": nn.MSELoss, "l1": nn.L1Loss, "huber": nn.HuberLoss}
 
 
-class R2(R2Score):
-    """R^2 that is NaN, not an error, for a split with fewer than two rows (seed 004 holds out one point)."""
+class RegressionMetrics(Metric):
+    """MAE, MSE, RMSE and R^2 of one stage from one update per batch: the sums they share (absolute and squared
+    errors, targets and squared targets, per output) are accumulated once, where four torchmetrics classes
+    (``MeanAbsoluteError``, ``MeanSquaredError`` twice, ``R2Score``) each keep and sync their own. The values are
+    those classes': errors averaged over every row and output, R^2 averaged over the outputs (``uniform_average``),
+    and NaN, not an error, for a split with fewer than two rows (seed 004 holds out one point). Summed in float32
+    (float64 cannot live on MPS), across processes by torchmetrics' own sync."""
 
-    def compute(self) -> torch.Tensor:
-        if int(self.total) < 2:
-            return torch.tensor(float("nan"), device=self.total.device)
-        return super().compute()
+    full_state_update = False
+    higher_is_better = None
+
+    def __init__(self, n_outputs: int = 1) -> None:
+        super().__init__()
+        for name in ("abs_error", "squared_error", "target", "squared_target"):
+            self.add_state(name, default=torch.zeros(n_outputs), dist_reduce_fx="sum")
+        self.add_state("rows", default=torch.zeros(()), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        preds, target = preds.float().reshape(len(preds), -1), target.float().reshape(len(target), -1)
+        error = preds - target
+        self.abs_error += error.abs().sum(0)
+        self.squared_error += error.square().sum(0)
+        self.target += target.sum(0)
+        self.squared_target += target.square().sum(0)
+        self.rows += len(target)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        cells = self.rows * len(self.target)
+        mse = self.squared_error.sum() / cells
+        total = self.squared_target - self.target.square() / self.rows  # sum of squares about the mean
+        r2 = (1 - self.squared_error / total).mean() if self.rows >= 2 else torch.full_like(mse, float("nan"))
+        return {"mae": self.abs_error.sum() / cells, "mse": mse, "rmse": mse.sqrt(), "r2": r2}
 
 
 class RegressionModel(LitModel):
@@ -50,21 +75,8 @@ class RegressionModel(LitModel):
     def unscale_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs * self.target_scale + self.target_mean if self._scaled else outputs
 
-    def make_metrics(self) -> MetricCollection:
-        return MetricCollection(
-            {
-                "mae": MeanAbsoluteError(),
-                "mse": MeanSquaredError(),
-                "rmse": MeanSquaredError(squared=False),
-                "r2": R2(),
-            },
-            compute_groups=False,
-        )
+    def make_metrics(self) -> RegressionMetrics:
+        return RegressionMetrics(self.hparams.n_outputs)
 
     def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.loss_fn(outputs, target)
-
-    def metric_inputs(self, outputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if outputs.shape[-1] == 1:  # R2Score wants 1-d input for a single output
-            return outputs.reshape(-1), target.reshape(-1)
-        return outputs, target
