@@ -29,6 +29,7 @@ from lit_regression.checkpointing import (Interrupted, RandomState, ResumableChe
                                           with_atomic_io)
 from lit_regression.datamodules import TensorDataModule
 from lit_regression.errors import InputError, say
+from lit_regression.hooks import OwnHooks
 from lit_regression.logger import RunLogger
 from lit_regression.models import LitModel
 from lit_regression.tables import absolute_path
@@ -119,7 +120,7 @@ def _peek(args: list[str], key: str, default=None):
     return found
 
 
-class RunConfig(SaveConfigCallback):
+class RunConfig(OwnHooks, SaveConfigCallback):
     """``SaveConfigCallback`` that never overwrites an earlier run's config and never fails on one: the config is
     saved as ``config.yaml``, or ``config-vN.yaml`` (the first free N) where that exists. Each run logs into a
     fresh version folder, so that happens only where runs share a folder: ``--trainer.logger false`` (every run

@@ -69,12 +69,14 @@ def test_validate_and_test_still_return_and_print_their_metrics(root, capsys):
     assert torch.is_tensor(tested.trainer.callback_metrics["test_loss"])
 
 
-def test_train_metrics_can_be_left_out(root):
-    cli = fit_config("line_random_split.yaml", root, "--trainer.max_epochs", "3", "--plots.enabled", "false",
-                     "--model.init_args.train_metrics", "false")
+def test_train_metrics_are_off_by_default_and_can_be_asked_for(root):
+    cli = fit_config("line_random_split.yaml", root, "--trainer.max_epochs", "3", "--plots.enabled", "false")
     tags = set(events(versions(root)[0]))
     assert {"train_loss", "val_loss", "val_mae", "val_r2"} <= tags
     assert not {t for t in tags if t.startswith("train_") and t != "train_loss"}
+    fit_config("line_random_split.yaml", root, "--trainer.max_epochs", "3", "--plots.enabled", "false",
+               "--model.init_args.train_metrics", "true")
+    assert {"train_mae", "train_mse", "train_rmse", "train_r2"} <= set(events(versions(root)[1]))
     # the metric objects hold no weights: a checkpoint of either kind serves the other
     tested = run_cli("test", "--ckpt_path", cli.trainer.checkpoint_callback.last_model_path,
                      "--model.init_args.train_metrics", "true", root=root)

@@ -8,9 +8,10 @@ import lightning as L
 import torch
 
 from lit_regression.errors import say
+from lit_regression.hooks import OwnHooks
 
 
-class Convergence(L.Callback):
+class Convergence(OwnHooks, L.Callback):
     """Watches the objective (mean training loss plus penalty) that the optimizer minimises, and stops ``fit``
     when it has converged:
 
@@ -72,7 +73,8 @@ class Convergence(L.Callback):
             self._rows += self._batch_rows
 
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._first and trainer.num_training_batches == 1:  # the full gradient (DDP has averaged it)
+        # the full gradient (DDP has averaged it), which _check reads for smooth objectives only
+        if self._first and trainer.num_training_batches == 1 and getattr(pl_module, "smooth", lambda: True)():
             grads = [p.grad.abs().max() for p in pl_module.parameters() if p.grad is not None]
             self._grad = torch.stack(grads).max() if grads else None
         self._first = False

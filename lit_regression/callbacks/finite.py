@@ -10,13 +10,14 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_regression.errors import InputError
+from lit_regression.hooks import OwnHooks
 
 
 class TrainingDiverged(InputError):
     """The training loss or the parameters became nan or inf. ``lit-regression`` prints the message alone."""
 
 
-class FiniteCheck(L.Callback):
+class FiniteCheck(OwnHooks, L.Callback):
     """After every training batch, checks that the loss and the parameters (after the optimizer step) are finite;
     if not, stops the fit at once with :class:`TrainingDiverged`, whose message names the epoch and step and what
     to try. Checkpoints are written after validation, which comes after this check, so no non-finite state is
@@ -25,13 +26,17 @@ class FiniteCheck(L.Callback):
 
     def __init__(self) -> None:
         self._step = 0
+        self._parameters: list[torch.Tensor] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._parameters = list(pl_module.parameters())
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         self._step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        values = [p.detach().reshape(-1) for p in pl_module.parameters()]
+        values = [p.detach().reshape(-1) for p in self._parameters or pl_module.parameters()]
         if torch.is_tensor(loss):
             values.append(loss.detach().reshape(-1))
         ok = not values or bool(torch.isfinite(torch.cat(values)).all())  # one kernel and one sync per step

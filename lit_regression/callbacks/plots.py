@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from lit_regression.checkpointing import unused_path
+from lit_regression.hooks import OwnHooks
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -23,7 +24,7 @@ TRAIN_COLOR, HELD_OUT_COLOR, PREDICTION_COLOR, TRUTH_COLOR = "tab:blue", "tab:or
 MAX_PANELS = 4  # outputs drawn side by side; more are left out of the figures (not of the run)
 
 
-class Plots(L.Callback):
+class Plots(OwnHooks, L.Callback):
     """Figures of the run, drawn at the end of fit: PNG files in the run folder and TensorBoard images.
 
     On the first process only, written into ``<log_dir>/<dirname>/<name>.png`` and logged to TensorBoard as the
@@ -40,7 +41,7 @@ class Plots(L.Callback):
     Args:
         enabled: ``false`` switches the figures off.
         dirname: folder of the PNG files inside the run's log folder.
-        dpi: resolution of the PNG files (TensorBoard gets 100).
+        dpi: resolution of the PNG files and of the TensorBoard images.
         tensorboard: also log the figures as TensorBoard images.
     """
 
@@ -97,11 +98,14 @@ class Plots(L.Callback):
         self._written.add(folder)
         os.makedirs(folder, exist_ok=True)
         self.paths = {}
-        for name, figure in figures.items():
+        for name, figure in figures.items():  # drawn and encoded once: the same PNG goes to the file and TensorBoard
+            pixels = figure_pixels(figure, self.dpi)
+            png = png_bytes(pixels, self.dpi)
             self.paths[name] = os.path.join(folder, f"{name}.png")
-            figure.savefig(self.paths[name], dpi=self.dpi)
+            with open(self.paths[name], "wb") as f:
+                f.write(png)
             if self.tensorboard:
-                log_image(trainer, f"figures/{name}", figure)
+                log_image(trainer, f"figures/{name}", pixels, png)
 
     def figures(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Figure]:
         """Every figure that fits this model and data, by name."""
@@ -350,9 +354,9 @@ def confusion_matrix_figure(predicted: torch.Tensor, labels: torch.Tensor, class
     return figure
 
 
-# --- TensorBoard ------------------------------------------------------------------------------------------------
-def figure_pixels(figure: Figure, dpi: int = 100) -> Any:
-    """The figure rendered by Agg as an ``(height, width, 3)`` uint8 array."""
+# --- pixels: the PNG file and TensorBoard ----------------------------------------------------------------------
+def figure_pixels(figure: Figure, dpi: int) -> Any:
+    """The figure drawn by Agg at ``dpi`` as an ``(height, width, 3)`` uint8 array."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -362,9 +366,28 @@ def figure_pixels(figure: Figure, dpi: int = 100) -> Any:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def log_image(trainer: L.Trainer, tag: str, figure: Figure) -> None:
-    """Log the figure as an image to every TensorBoard logger of the trainer, at the current global step."""
+def png_bytes(pixels: Any, dpi: int) -> bytes:
+    """The pixels encoded as PNG by Pillow (as ``savefig`` writes them), with their resolution."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="png", dpi=(dpi, dpi))
+    return buffer.getvalue()
+
+
+def log_image(trainer: L.Trainer, tag: str, pixels: Any, png: bytes) -> None:
+    """Log the image to every TensorBoard logger of the trainer, at the current global step: its PNG as it is
+    where the logger's writer takes a summary (``SummaryWriter``), else the pixels through ``add_image``."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    height, width = pixels.shape[:2]
+    image = Summary(value=[Summary.Value(tag=tag, image=Summary.Image(height=height, width=width, colorspace=3,
+                                                                      encoded_image_string=png))])
     for logger in trainer.loggers:
         experiment = getattr(logger, "experiment", None)
-        if hasattr(experiment, "add_image"):
-            experiment.add_image(tag, figure_pixels(figure), global_step=trainer.global_step, dataformats="HWC")
+        if hasattr(experiment, "_get_file_writer"):  # torch's SummaryWriter: add_image would encode it again
+            experiment._get_file_writer().add_summary(image, trainer.global_step)
+        elif hasattr(experiment, "add_image"):
+            experiment.add_image(tag, pixels, global_step=trainer.global_step, dataformats="HWC")

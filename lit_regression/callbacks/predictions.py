@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lit_regression.checkpointing import unused_path
+from lit_regression.hooks import OwnHooks
 
 
 def gather(tensor: torch.Tensor, trainer: L.Trainer) -> torch.Tensor:
@@ -22,7 +23,7 @@ def gather(tensor: torch.Tensor, trainer: L.Trainer) -> torch.Tensor:
     return torch.cat(parts)
 
 
-class PredictionWriter(BasePredictionWriter):
+class PredictionWriter(OwnHooks, BasePredictionWriter):
     """Writes the predictions of ``predict`` (and of the prediction pass at the end of ``fit``) as a CSV.
 
     Columns: ``row`` (position in the input), the input features as given (or only an id column, where the

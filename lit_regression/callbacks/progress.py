@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 
 from lit_regression.errors import write_line
+from lit_regression.hooks import OwnHooks
 
 # what the bar shows, in this order, where the run has it: the losses and the main metric of either task
 METRICS = ("train_loss", "val_loss", "val_r2", "val_acc")
@@ -36,7 +37,7 @@ def format_value(value: Any) -> str:
     return format(value, "#.4g") if math.isfinite(value) else str(value)
 
 
-class RunProgressBar(TQDMProgressBar):
+class RunProgressBar(OwnHooks, TQDMProgressBar):
     """Progress of a ``fit`` as one bar over the run's epochs, and Lightning's bars for the other commands.
 
     In a terminal (standard output is a TTY), ``fit`` shows one bar: epochs done of ``max_epochs`` (counted from

@@ -15,6 +15,7 @@ from lit_regression.callbacks.convergence import Convergence
 from lit_regression.checkpointing import unused_path
 from lit_regression.errors import say, write_line
 from lit_regression.export import export_weights
+from lit_regression.hooks import OwnHooks
 from lit_regression.optimum import Chunks, Moments, Optimum, as_theta, least_squares_optimum, logistic_optimum
 
 # metrics of the run copied into the report when the model logged them
@@ -52,7 +53,7 @@ def _listed(t: torch.Tensor) -> list:
     return t.detach().double().cpu().tolist()
 
 
-class ParameterReport(L.Callback):
+class ParameterReport(OwnHooks, L.Callback):
     """What was learned and how well the optimizer did: printed, report.json, weights.pt.
 
     At the end of ``fit`` and ``test``: prints the learned parameters beside the true ones (synthetic data), in

@@ -49,8 +49,9 @@ class LitModel(L.LightningModule):
         l1: strength of the L1 penalty ``l1 * |W|_1`` on the weights.
         weight_decay: the optimizer's own decay, which also shrinks the biases; prefer ``l2``.
         train_metrics: also compute the metrics (``train_mae``, ``train_r2``, ``train_acc`` ...) on the training
-            batches; ``train_loss`` is logged either way. Off saves a metric update per training step, about 5% of
-            a step on 2,000,000 x 32 rows in batches of 65,536.
+            batches; ``train_loss`` is logged either way, and the metrics of the validation (and test) rows always.
+            Off by default: a metric update per training step and a compute per epoch cost about 4% of an epoch
+            on the seed data (``benchmarks/profile_fit.py``) and tell nothing that the training loss does not.
     """
 
     task = "regression"
@@ -64,7 +65,7 @@ class LitModel(L.LightningModule):
         l2: float | None = None,
         l1: float = 0.0,
         weight_decay: float = 0.0,
-        train_metrics: bool = True,
+        train_metrics: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("n_features", n_features), ("n_outputs", n_outputs), ("lr", lr)):
@@ -84,8 +85,9 @@ class LitModel(L.LightningModule):
         # have no state to save, and every walk over the modules (train(), eval(), parameters(), Lightning's at
         # each validation) would otherwise visit them and hash their states (benchmarks/profile_fit.py);
         # _metrics_on moves them to the device of the data
-        self._losses = {stage: MeanLoss() for stage in STAGES}
-        self._metrics = {stage: self.make_metrics() for stage in STAGES if train_metrics or stage != "train"}
+        self._metrics = {stage: self.make_metrics() if train_metrics or stage != "train" else MeanLoss()
+                         for stage in STAGES}
+        self._updated: set[str] = set()  # the stages whose metrics were updated since their last compute
         self._metrics_device = torch.device("cpu")
         self._unlogged: tuple[int, dict[str, float]] | None = None  # (step, values) not yet handed to the loggers
         # the fitted input scaling (identity until fit takes the datamodule's): part of the state_dict
@@ -96,8 +98,9 @@ class LitModel(L.LightningModule):
 
     # --- for subclasses ---------------------------------------------------------------------------------------
     def make_metrics(self) -> Metric:
-        """The task's metrics of one stage: a torchmetrics ``Metric`` or ``MetricCollection`` whose ``compute``
-        returns a dict of named values (``{"mae": ..., "r2": ...}``), updated with ``metric_inputs``."""
+        """One stage's loss and metrics: a torchmetrics ``Metric`` or ``MetricCollection`` updated with
+        ``(*metric_inputs(outputs, targets), loss=batch_loss)`` and whose ``compute`` returns a dict of named
+        values, ``loss`` first (``{"loss": ..., "mae": ..., "r2": ...}``); :class:`MeanLoss` takes the loss."""
         raise NotImplementedError
 
     def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -173,7 +176,7 @@ class LitModel(L.LightningModule):
     # --- the shared step --------------------------------------------------------------------------------------
     def _metrics_on(self, device: torch.device) -> None:
         if device != self._metrics_device:
-            for metric in [*self._losses.values(), *self._metrics.values()]:
+            for metric in self._metrics.values():
                 metric.to(device)
             self._metrics_device = device
 
@@ -195,11 +198,10 @@ class LitModel(L.LightningModule):
         outputs = self.net(self.scale_inputs(x))
         loss = self.compute_loss(outputs, self.scale_targets(y))
         if stage != "train" or not self._counted:  # L-BFGS: count the loss at the step's starting point only
-            self._metrics_on(loss.device)
-            self._losses[stage].update(loss.detach(), len(x))
-            metrics = self._metrics.get(stage)
-            if metrics is not None:  # in the targets' own units
-                metrics.update(*self.metric_inputs(self.unscale_outputs(outputs.detach()), y))
+            self._metrics_on(loss.device)  # in the targets' own units
+            self._metrics[stage].update(*self.metric_inputs(self.unscale_outputs(outputs.detach()), y),
+                                        loss=loss.detach())
+            self._updated.add(stage)
         if stage != "train":
             return loss
         self._counted = True
@@ -213,17 +215,14 @@ class LitModel(L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self._counted = False
 
-    def _epoch_values(self, stage: str) -> dict[str, torch.Tensor] | None:
+    def _epoch_values(self, stage: str) -> dict[str, float | torch.Tensor] | None:
         """The stage's loss and metrics over the epoch's batches (``None`` if it had none); resets them."""
-        loss = self._losses[stage]
-        if not loss.update_called:
+        if stage not in self._updated:
             return None
-        values = {f"{stage}_loss": loss.compute()}
-        loss.reset()
-        metrics = self._metrics.get(stage)
-        if metrics is not None:
-            values.update({f"{stage}_{name}": value for name, value in metrics.compute().items()})
-            metrics.reset()
+        self._updated.discard(stage)
+        metrics = self._metrics[stage]
+        values = {f"{stage}_{name}": value for name, value in metrics.compute().items()}
+        metrics.reset()
         return values
 
     def _log_epoch(self, stage: str) -> None:
@@ -246,13 +245,14 @@ class LitModel(L.LightningModule):
         if trainer.state.fn != "fit":
             self.log_dict(values, on_step=False, on_epoch=True, sync_dist=True)  # already synced: a no-op mean
             return
-        trainer.callback_metrics.update(values)
+        # what the callbacks read are tensors (Lightning's own logging leaves them so)
+        trainer.callback_metrics.update({k: torch.as_tensor(v, dtype=torch.float32) for k, v in values.items()})
         if trainer.sanity_checking:  # Lightning logs nothing from the sanity check either
             return
-        scalars = dict(zip(values, torch.stack([v.double() for v in values.values()]).tolist()))  # one sync
+        scalars = {name: float(value) for name, value in values.items()}
         # what self.log(..., prog_bar=True) would leave there: the losses and the main metric, as numbers
         trainer.progress_bar_metrics.update({k: v for k, v in scalars.items() if k.endswith(PROGRESS_METRICS)})
-        trainer.logged_metrics.update(values)
+        trainer.logged_metrics.update({k: trainer.callback_metrics[k] for k in values})
         trainer.logged_metrics["epoch"] = torch.tensor(float(trainer.current_epoch))
         if trainer.loggers:  # the epoch's train and validation values go to the loggers together, once
             step = max(trainer.global_step - 1, 0)
@@ -377,9 +377,9 @@ class LitModel(L.LightningModule):
 
 
 class MeanLoss(Metric):
-    """The mean of batch losses weighted by their rows: ``MeanMetric`` without its per-update NaN check and
-    broadcasting (a non-finite loss stops training in FiniteCheck anyway), which cost more than the step on
-    small data."""
+    """``{"loss": ...}``, the mean of the batch losses weighted by their rows: ``MeanMetric`` without its
+    per-update NaN check and broadcasting (a non-finite loss stops training in FiniteCheck anyway), which cost
+    more than the step on small data; updated as the task metrics are, ``update(outputs, targets, loss=...)``."""
 
     full_state_update = False
 
@@ -388,12 +388,13 @@ class MeanLoss(Metric):
         self.add_state("total", default=torch.zeros(()), dist_reduce_fx="sum")
         self.add_state("rows", default=torch.zeros(()), dist_reduce_fx="sum")
 
-    def update(self, loss: torch.Tensor, rows: int) -> None:
-        self.total += loss.float() * rows
-        self.rows += rows
+    def update(self, preds: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
+        self.total += loss.float() * len(target)
+        self.rows += len(target)
 
-    def compute(self) -> torch.Tensor:
-        return self.total / self.rows
+    def compute(self) -> dict[str, float]:
+        total, rows = torch.stack([self.total, self.rows]).tolist()
+        return {"loss": total / rows}
 
 
 def _scaling_of_old_checkpoint(checkpoint: dict, buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ from torchmetrics import AUROC, F1Score, MetricCollection, Precision, Recall
 from torchmetrics import Accuracy
 
 from lit_regression.errors import InputError
-from lit_regression.models.base import LitModel
+from lit_regression.models.base import LitModel, MeanLoss
 
 
 class LogisticRegression(LitModel):
@@ -45,6 +45,7 @@ class LogisticRegression(LitModel):
         options = {"task": task} if task == "binary" else {"task": task, "num_classes": n_classes, "average": "macro"}
         return MetricCollection(
             {
+                "loss": MeanLoss(),
                 "acc": Accuracy(**options),
                 "precision": Precision(**options),
                 "recall": Recall(**options),
