@@ -35,6 +35,26 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def epoch_timer(device: str):
+    """A Lightning callback whose ``starts`` are the ``time.perf_counter()`` of every epoch's start and of the end
+    of training (after the device has finished its work)."""
+    import lightning as L
+
+    class EpochTimer(L.Callback):
+        def __init__(self) -> None:
+            self.starts: list[float] = []
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            _sync(device)
+            self.starts.append(time.perf_counter())
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            _sync(device)
+            self.starts.append(time.perf_counter())
+
+    return EpochTimer()
+
+
 def plain_model(features: int, device: str, lr: float = 0.01) -> tuple[nn.Module, Callable, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = nn.Linear(features, 1).to(device)
@@ -143,27 +163,13 @@ def lightning_epochs(rows: int, features: int, batch_size: int, epochs: int, dev
     callbacks), except that the figures and the parameter report at the end of ``fit`` are off (they come after
     the last epoch and are not timed; they would only make the benchmark slower). ``train_metrics`` is the
     model's argument: off, the fit computes what the plain loops compute, the loss (and logs ``train_loss``)."""
-    import lightning as L
-
     from lit_regression.cli import LitRegressionCLI
 
     module = "bigdata"  # benchmarks/ is on sys.path: run.py puts it there, and it is the folder of this script
 
-    class EpochTimer(L.Callback):
-        def __init__(self) -> None:
-            self.starts: list[float] = []
-
-        def on_train_epoch_start(self, trainer, pl_module) -> None:
-            _sync(device)
-            self.starts.append(time.perf_counter())
-
-        def on_train_end(self, trainer, pl_module) -> None:
-            _sync(device)
-            self.starts.append(time.perf_counter())
-
     own = root is None
     root = root or tempfile.mkdtemp(prefix="bench_bigdata_")
-    timer = EpochTimer()
+    timer = epoch_timer(device)
     accelerator = "gpu" if device.startswith("cuda") else "cpu"
     args = [
         "fit", "--model", "lit_regression.models.LinearRegression", "--model.init_args.loss", "mse",
@@ -189,6 +195,35 @@ def lightning_epochs(rows: int, features: int, batch_size: int, epochs: int, dev
 
             shutil.rmtree(root, ignore_errors=True)
     # on_train_end comes after the last epoch's checkpoint: the intervals cover whole epochs
+    return [b - a for a, b in zip(timer.starts, timer.starts[1:])]
+
+
+def bare_lightning_epochs(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int,
+                          device: str = "cpu") -> list[float]:
+    """Seconds of each epoch of the smallest LightningModule doing the plain loops' maths (``nn.Linear``, MSE, SGD
+    lr 0.01) on the same ``TensorBatches`` (gathered per batch, reshuffled every epoch), with a bare ``Trainer``
+    (no logger, checkpoints, callbacks or metrics): Lightning's own per-step cost, the floor under the fit's."""
+    import lightning as L
+
+    from lit_regression.batches import TensorBatches
+
+    class Bare(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model, self.loss_fn, _ = plain_model(x.shape[1], "cpu")
+
+        def training_step(self, batch, batch_idx):
+            return self.loss_fn(self.model(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    timer = epoch_timer(device)
+    trainer = L.Trainer(max_epochs=epochs, accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[timer])
+    batches = TensorBatches(x.to(device), y.to(device), batch_size=batch_size, shuffle=True, seed=42)
+    trainer.fit(Bare(), train_dataloaders=batches)
     return [b - a for a, b in zip(timer.starts, timer.starts[1:])]
 
 

@@ -240,8 +240,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-best-checkpoints", action="store_true",
                         help="with --bookkeeping: no epoch=*.ckpt files (save_top_k 0)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bare-lightning", action="store_true",
+                        help="the same maths as the smallest LightningModule and Trainer.fit (train_bare_lightning)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    if args.bare_lightning:
+        result = train_bare_lightning(args.epochs, args.device)
+        print(f"plain_line --bare-lightning: {args.epochs} epochs in {time.perf_counter() - start:.3f}s: weight "
+              f"{result['weight']:.6f}, bias {result['bias']:.6f}")
+        return
     result = train(args.epochs, args.bookkeeping, args.root, args.device, last=args.last,
                    every_n_epochs=args.every_n_epochs, best_checkpoints=not args.no_best_checkpoints)
     print(f"plain_line: {args.epochs} epochs in {time.perf_counter() - start:.3f}s: weight {result['weight']:.6f}, "

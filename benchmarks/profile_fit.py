@@ -5,10 +5,12 @@ save: ``.venv/bin/python benchmarks/profile_fit.py [--instrument] [--ablate] [--
   callbacks with ``time.perf_counter`` timers, runs fits of N1 and N2 epochs and prints each timer's
   ``(time(N2) - time(N1)) / (N2 - N1)`` in ms per epoch (so set-up and the end of ``fit`` cancel), indented by
   nesting (a timer's time includes the timers below it).
+  ``--bare`` puts the same timers on the bare LightningModule of ``plain_line.train_bare_lightning`` (the same
+  maths, no logger, checkpoints, metrics or callbacks): the floor that ``make bench``'s per-epoch figure divides by.
 * ``--ablate``: per-epoch cost of fits with CLI flags that switch overhead off, interleaved with the unchanged
-  fit and the plain loop with the same bookkeeping (benchmarks/plain_line.py), as ratios. Measured inside each
-  fit (trimmed mean of the start-to-start epoch durations after the first ``--skip`` epochs), which is less
-  sensitive to other processes' load than whole-fit differences.
+  fit and the bare LightningModule, as ratios. Measured inside each fit (trimmed mean of the start-to-start epoch
+  durations after the first ``--skip`` epochs), which is less sensitive to other processes' load than whole-fit
+  differences.
 * ``--io``: milliseconds of one checkpoint write: ``atomic_torch_save`` (temporary file, rename), the same with
   ``fsync`` before the rename, and ``torch.save``, on the CLI's real checkpoint dict.
 * ``--cprofile``: cProfile of the same N1/N2 fits, per-epoch difference per function (cProfile's overhead
@@ -93,7 +95,6 @@ def install_timers() -> Timers:
     from lightning.pytorch.strategies import Strategy
     from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
     from lightning.pytorch.trainer.connectors.logger_connector.logger_connector import _LoggerConnector
-    from lightning.pytorch.trainer.connectors.logger_connector import result as result_module
     from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection, _ResultMetric
 
     import lit_regression.checkpointing as ck
@@ -160,11 +161,16 @@ def install_timers() -> Timers:
     return t
 
 
-def instrument(n1: int, n2: int, bigdata_rows: int | None = None) -> None:
+def instrument(n1: int, n2: int, bigdata_rows: int | None = None, bare: bool = False) -> None:
     """Timers per epoch on the seed config, or with ``bigdata_rows`` on figure 3's data (benchmarks/bigdata.py,
-    32 features, batch 65,536)."""
+    32 features, batch 65,536), or with ``bare`` on the bare LightningModule of the seed config's maths."""
     timers = install_timers()
-    if bigdata_rows:
+    if bare:
+        def fit(n: int) -> float:
+            start = time.perf_counter()
+            plain_line.train_bare_lightning(n)
+            return time.perf_counter() - start
+    elif bigdata_rows:
         import bigdata
 
         def fit(n: int) -> float:
@@ -196,28 +202,18 @@ def instrument(n1: int, n2: int, bigdata_rows: int | None = None) -> None:
 # --- ablations --------------------------------------------------------------------------------------------------
 ABLATIONS = {
     "as configured": (),
-    "--trainer.num_sanity_val_steps 0": ("--trainer.num_sanity_val_steps", "0"),
-    "--trainer.log_every_n_steps 50": ("--trainer.log_every_n_steps", "50"),
     "--trainer.logger false (no TensorBoard)": ("--trainer.logger", "false"),
+    "--model.init_args.train_metrics true": ("--model.init_args.train_metrics", "true"),
+    "--trainer.enable_progress_bar false": ("--trainer.enable_progress_bar", "false"),
     "--plots.enabled false": ("--plots.enabled", "false"),
-    "--checkpoint.save_last false": ("--checkpoint.save_last", "false"),
-    "--checkpoint.save_last link": ("--checkpoint.save_last", "link"),
-    "--checkpoint.every_n_epochs 10": ("--checkpoint.every_n_epochs", "10"),
-    "--checkpoint.save_top_k 0 --checkpoint.save_last false": ("--checkpoint.save_top_k", "0",
-                                                               "--checkpoint.save_last", "false"),
+    "--convergence.stop false": ("--convergence.stop", "false"),
+    "--checkpoint.every_n_seconds 0 (last.ckpt every epoch)": ("--checkpoint.every_n_seconds", "0"),
     "--trainer.enable_checkpointing false": ("--trainer.enable_checkpointing", "false"),
-    "Lightning's TorchCheckpointIO (not atomic)": ("--trainer.plugins",
-                                                   "lightning.fabric.plugins.io.torch_io.TorchCheckpointIO"),
-    "AtomicCheckpointIO with fsync": ("--trainer.plugins", "lit_regression.checkpointing.AtomicCheckpointIO",
-                                      "--trainer.plugins.fsync", "true"),
+    "AtomicCheckpointIO with fsync, every epoch": ("--checkpoint.every_n_seconds", "0", "--trainer.plugins",
+                                                   "lit_regression.checkpointing.AtomicCheckpointIO",
+                                                   "--trainer.plugins.fsync", "true"),
     "--trainer.check_val_every_n_epoch 10 (changes the run)": ("--trainer.check_val_every_n_epoch", "10"),
-    "logger off + save_last false + log_every_n_steps 50": ("--trainer.logger", "false", "--checkpoint.save_last",
-                                                            "false", "--trainer.log_every_n_steps", "50"),
 }
-
-
-def _run_variant(extra: tuple[str, ...], fn):
-    return fn(extra)
 
 
 class EpochStarts:
@@ -248,16 +244,34 @@ def trimmed_epoch_cost(starts: list[float], skip: int, trim: float = 0.1) -> flo
     return sum(kept) / len(kept)
 
 
+def bare_lightning_starts(epochs: int) -> list[float]:
+    """Epoch starts of ``plain_line.train_bare_lightning`` (the same maths as a bare LightningModule)."""
+    import lightning as L
+
+    timer = EpochStarts()
+    original = L.Trainer.__init__
+
+    def with_timer(self, *args, **kwargs):
+        original(self, *args, **{**kwargs, "callbacks": [*(kwargs.get("callbacks") or []), timer]})
+
+    L.Trainer.__init__ = with_timer
+    try:
+        plain_line.train_bare_lightning(epochs)
+    finally:
+        L.Trainer.__init__ = original
+    return timer.starts
+
+
 def ablate(epochs: int, skip: int, reps: int, names: list[str] | None) -> None:
     """Per-epoch cost measured inside each fit (start-to-start epoch durations, trimmed mean after ``skip``
-    epochs), one fit per variant per repetition, variants interleaved; ratios per repetition, then medians."""
-    policies = {}
+    epochs), one fit per variant per repetition, variants and the bare LightningModule interleaved; ratios per
+    repetition, then medians."""
     variants = {}
     for name, extra in ABLATIONS.items():
         if names and name != "as configured" and not any(n in name for n in names):
             continue
         try:
-            _run_variant(extra, lambda args: _fit(3, args))
+            _fit(3, extra)
         except BaseException as err:  # noqa: BLE001 - SystemExit from the parser, Misconfiguration, ...
             print(f"{name}: does not run ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})")
             continue
@@ -266,51 +280,26 @@ def ablate(epochs: int, skip: int, reps: int, names: list[str] | None) -> None:
             timer = EpochStarts()
             root = tempfile.mkdtemp(prefix="bench_prof_")
             try:
-                _run_variant(extra, lambda args: run.lit_fit(epochs, root, extra=args, callbacks=[timer]))
+                run.lit_fit(epochs, root, extra=extra, callbacks=[timer])
             finally:
                 shutil.rmtree(root, ignore_errors=True)
             return timer.starts
 
         variants[name] = lit
-        policies[name] = run.checkpoint_policy(extra=tuple(a for a in extra if not a.startswith("@")))
-
-    def plain(policy: dict) -> list[float]:
-        starts: list[float] = []
-        root = tempfile.mkdtemp(prefix="bench_prof_")
-        try:
-            plain_line.train(epochs, bookkeeping=True, root=root, epoch_starts=starts, **policy)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-        return starts
-
-    # the reference writes checkpoints as the unchanged CLI does; variants that write differently get their own
-    # reference too, writing the same way (column "vs plain, same writes")
-    base_policy = policies["as configured"]
-    references = {"plain+bookkeeping": base_policy}
-    for name, policy in policies.items():
-        if policy != base_policy:
-            references[f"plain+bookkeeping, {run.describe_policy(policy)}"] = policy
-    for name, policy in references.items():
-        variants[name] = lambda policy=policy: plain(policy)
+    variants["bare LightningModule"] = lambda: bare_lightning_starts(epochs)
     costs: dict[str, list[float]] = {name: [] for name in variants}
     for rep in range(reps):
         for name in run.rotated(list(variants), rep):
             costs[name].append(trimmed_epoch_cost(variants[name](), skip))
-    base, ref = costs["as configured"], costs["plain+bookkeeping"]
+    base, ref = costs["as configured"], costs["bare LightningModule"]
     print(f"\nper-epoch cost inside {epochs}-epoch fits (epochs {skip}+, trimmed mean of start-to-start durations), "
-          f"{reps} interleaved repetitions, medians of per-repetition ratios")
-    print(f"checkpoints as configured: {run.describe_policy(base_policy)}\n")
-    print(f"{'ms/epoch':>9} {'saved ms':>8} {'vs as configured':>16} {'vs plain':>8} {'vs plain, same writes':>21}  variant")
+          f"{reps} interleaved repetitions, medians of per-repetition ratios\n")
+    print(f"{'ms/epoch':>9} {'saved ms':>8} {'vs as configured':>16} {'vs bare LightningModule':>24}  variant")
     for name, c in costs.items():
         r_base = statistics.median([a / b for a, b in zip(c, base)])
-        r_plain = statistics.median([a / b for a, b in zip(c, ref)])
+        r_bare = statistics.median([a / b for a, b in zip(c, ref)])
         saved = 1e3 * (statistics.median(base) - statistics.median(c))
-        if name in references:  # a reference itself
-            own_text = "-"
-        else:
-            own = costs[next(k for k, v in references.items() if v == policies[name])]
-            own_text = f"{statistics.median([a / b for a, b in zip(c, own)]):.2f}"
-        print(f"{1e3 * statistics.median(c):9.2f} {saved:8.2f} {r_base:16.2f} {r_plain:8.2f} {own_text:>21}  {name}")
+        print(f"{1e3 * statistics.median(c):9.3f} {saved:8.3f} {r_base:16.2f} {r_bare:24.2f}  {name}")
 
 
 # --- one checkpoint write ---------------------------------------------------------------------------------------
@@ -371,6 +360,7 @@ def main() -> None:
     parser.add_argument("--instrument", action="store_true")
     parser.add_argument("--ablate", nargs="*", metavar="NAME", help="all variants, or those whose name has NAME")
     parser.add_argument("--io", action="store_true")
+    parser.add_argument("--bare", action="store_true", help="--instrument the bare LightningModule instead")
     parser.add_argument("--bigdata", type=int, metavar="ROWS",
                         help="--instrument on figure 3's data with ROWS rows (e.g. 2000000; use small --n1/--n2)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
@@ -392,7 +382,7 @@ def main() -> None:
     if args.io:
         io_cost()
     if args.instrument:
-        instrument(args.n1, args.n2, args.bigdata)
+        instrument(args.n1, args.n2, args.bigdata, args.bare)
     if args.cprofile:
         cprofile(args.n1, args.n2, args.top)
     if args.ablate is not None:

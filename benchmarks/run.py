@@ -48,14 +48,14 @@ FULL = {
     "n1": 50, "n2": 250, "epoch_reps": 5,
     "process_epochs": 1000, "process_reps": 3, "import_reps": 2,
     "rows": 2_000_000, "features": 32, "batch": 65536, "big_epochs": 4, "big_reps": 3, "dl_batches": 2,
-    "table_rows": 1_000_000, "table_memory_reps": 2, "table_load_reps": 3,
+    "table_rows": 1_000_000, "table_memory_reps": 2, "table_load_reps": 3, "side_reps": 3,
     "optimum_rows": 200_000, "optimum_features": 50, "optimum_reps": 3,
 }
 QUICK = {
     "n1": 10, "n2": 40, "epoch_reps": 2,
     "process_epochs": 50, "process_reps": 1, "import_reps": 1, "skip_importtime": True, "skip_cli_import": True,
     "rows": 262_144, "features": 32, "batch": 65536, "big_epochs": 3, "big_reps": 1, "dl_batches": 1,
-    "table_rows": 100_000, "table_memory_reps": 1, "table_load_reps": 2,
+    "table_rows": 100_000, "table_memory_reps": 1, "table_load_reps": 2, "side_reps": 1,
     "optimum_rows": 20_000, "optimum_features": 50, "optimum_reps": 1,
 }
 
@@ -193,50 +193,6 @@ class CheckpointWrites:
 WRITES = CheckpointWrites()
 
 
-def checkpoint_policy(device: str = "cpu", epochs: int = 25, extra: tuple[str, ...] = ()) -> dict:
-    """When the CLI's checkpoint callback writes: ``last.ckpt`` every epoch (lit_regression's
-    ``ResumableCheckpoint``) or only along with a new best ``epoch=*.ckpt`` (Lightning's ``ModelCheckpoint``), at
-    every epoch or every n-th (``every_n_epochs``). Found by counting the writes of a short fit whose learning
-    rate is too small to change the weights, so that ``val_loss`` improves at the first check only.
-    Returns the keyword arguments of ``plain_line.train`` that write the same way."""
-    WRITES.install()
-    root = tempfile.mkdtemp(prefix="bench_policy_")
-    start = len(WRITES.log)
-    try:
-        lit_fit(epochs, root, device, extra=("--model.init_args.lr", "1e-12", *extra))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    log = WRITES.log[start:]
-    best = [epoch for epoch, name in log if not name.startswith("last")]
-    last = [epoch for epoch, name in log if name.startswith("last")]
-    if len(last) >= 2:  # written without a new best: every n-th epoch
-        every_n, last_mode = last[1] - last[0], "every"
-    elif best:
-        every_n, last_mode = best[0] + 1, "with_best" if last else "never"
-    else:  # nothing, or a single last.ckpt at the end of training (save_top_k 0, no period): no per-epoch writes
-        every_n, last_mode = 0, "never"
-    return {"last": last_mode, "every_n_epochs": every_n, "best_checkpoints": bool(best)}
-
-
-def describe_policy(policy: dict) -> str:
-    n = policy["every_n_epochs"]
-    if n < 1:
-        return "no checkpoints"
-    when = "every epoch" if n == 1 else f"every {n} epochs"
-    best = f"epoch=*.ckpt on a new best val_loss (checked {when})" if policy["best_checkpoints"] else "no epoch=*.ckpt"
-    last = {"every": f"last.ckpt {when}", "with_best": "last.ckpt only along with a new best",
-            "never": "no last.ckpt"}[policy["last"]]
-    return f"{best}, {last}"
-
-
-def policy_for(cfg: dict, device: str) -> dict:
-    """:func:`checkpoint_policy`, found once per device."""
-    policies = cfg.setdefault("_policies", {})
-    if device not in policies:
-        policies[device] = checkpoint_policy(device)
-    return policies[device]
-
-
 # --- figure 1: per-epoch cost, in process -----------------------------------------------------------------------
 ON_DEVICE = False  # set for the GPU figures: the datamodule keeps its tensors on the accelerator
 
@@ -281,47 +237,32 @@ def per_epoch_costs(variants: dict[str, Callable[[int, str], object]], n1: int, 
 
 
 def figure_per_epoch(report: Report, cfg: dict, device: str = "cpu", label: str = "") -> None:
+    """Per-epoch cost of ``fit --config configs/line_linear.yaml`` against the same maths as a bare LightningModule
+    (``plain_line.train_bare_lightning``: no logger, checkpoints, metrics or callbacks), and for orientation
+    against the bare plain PyTorch loop."""
     n1, n2 = cfg["n1"], cfg["n2"]
     print(f"\n[1{label}] per-epoch cost of fit on configs/line_linear.yaml ({device}), epochs {n1} -> {n2}, "
           f"{cfg['epoch_reps']} repetitions", flush=True)
-    policy = policy_for(cfg, device)
-    report.note(f"the CLI writes {describe_policy(policy)}: so does the plain loop")
     variants = {
         "lightning": lambda n, root: WRITES.counting(lambda: lit_fit(n, root, device)),
-        "plain+bookkeeping": lambda n, root: plain_line.train(n, bookkeeping=True, root=root, device=device,
-                                                              **policy),
-        "plain bare": lambda n, root: plain_line.train(n, bookkeeping=False, device=device),
         "lightning bare": lambda n, root: plain_line.train_bare_lightning(n, device=device),
+        "plain bare": lambda n, root: plain_line.train(n, bookkeeping=False, device=device),
     }
+    WRITES.install()
     costs = per_epoch_costs(variants, n1, n2, cfg["epoch_reps"])
-    lit, book, bare = costs["lightning"], costs["plain+bookkeeping"], costs["plain bare"]
-    lit_bare = costs["lightning bare"]
-    ratio_book = median([a / b for a, b in zip(lit, book)])
-    ratio_bare = median([a / b for a, b in zip(lit, bare)])
-    # Lightning's own loop on top of the bare maths, against what the target leaves on top of the reference
-    floor = median([a - b for a, b in zip(lit_bare, bare)])
-    budget = 0.3 * median(book)
+    lit, lit_bare, bare = costs["lightning"], costs["lightning bare"], costs["plain bare"]
     results = costs["_results"]
-    writes = results["plain+bookkeeping", n2]["checkpoint_writes"] - results["plain+bookkeeping", n1]["checkpoint_writes"]
-    lit_writes = results["lightning", n2] - results["lightning", n1]
-    report.note(f"ms/epoch (median): lightning {1e3 * median(lit):.2f}, plain+bookkeeping {1e3 * median(book):.2f}, "
-                f"plain bare {1e3 * median(bare):.3f}, bare LightningModule {1e3 * median(lit_bare):.3f}; "
-                f"checkpoint writes per epoch in the window: lightning "
-                f"{lit_writes / (n2 - n1):.2f}, plain {writes / (n2 - n1):.2f}")
-    if abs(lit_writes - writes) > 0.05 * max(writes, 1):
-        report.note("WARNING: the plain loop wrote a different number of checkpoints than the CLI: the comparison "
-                    "is off (has the CLI's checkpoint callback changed?)")
-    report.row(f"{label}per-epoch fit vs plain loop + same bookkeeping", ratio_book, "<= 1.3")
-    report.row(f"{label}per-epoch fit vs bare plain loop", ratio_bare, None)
-    report.note(f"Lightning's own loop (a bare LightningModule, no logging or checkpoints) costs {1e3 * floor:.2f} "
-                f"ms/epoch more than the bare plain loop; 1.3x leaves {1e3 * budget:.2f} ms/epoch on top of the "
-                "reference for all of it and everything else")
-    report.row(f"{label}per-epoch: Lightning's own loop over the bare plain loop", 1e3 * floor, None, unit="ms")
-    report.row(f"{label}per-epoch: what <= 1.3x leaves for it (0.3 x reference)", 1e3 * budget, None, unit="ms")
+    writes = (results["lightning", n2] - results["lightning", n1]) / (n2 - n1)
+    report.note(f"ms/epoch (median): fit {1e3 * median(lit):.3f}, bare LightningModule {1e3 * median(lit_bare):.3f}, "
+                f"bare plain loop {1e3 * median(bare):.3f}; checkpoint writes per epoch in the window: {writes:.3f}")
+    report.row(f"{label}per-epoch fit vs bare LightningModule (same maths)",
+               median([a / b for a, b in zip(lit, lit_bare)]), "<= 2.0")
+    report.row(f"{label}per-epoch fit", 1e3 * median(lit), None, unit="ms")
+    report.row(f"{label}per-epoch: bare LightningModule over bare plain loop",
+               1e3 * median([a - b for a, b in zip(lit_bare, bare)]), None, unit="ms")
     report.details[f"per_epoch{label}"] = {"device": device, "n1": n1, "n2": n2, "seconds_per_epoch": {
-        "lightning": lit, "plain_bookkeeping": book, "plain_bare": bare, "lightning_bare": lit_bare}, "raw_seconds": costs["_raw"],
-        "checkpoint_writes_per_epoch": {"lightning": lit_writes / (n2 - n1), "plain": writes / (n2 - n1)},
-        "checkpoint_policy": policy}
+        "lightning": lit, "lightning_bare": lit_bare, "plain_bare": bare}, "raw_seconds": costs["_raw"],
+        "checkpoint_writes_per_epoch": writes}
 
 
 # --- figure 2: whole process ------------------------------------------------------------------------------------
@@ -373,18 +314,16 @@ def import_breakdown() -> dict[str, dict]:
 
 
 def figure_whole_process(report: Report, cfg: dict, device: str = "cpu", label: str = "") -> None:
+    """``make run``'s command, ``lit-regression fit --config configs/line_linear.yaml`` (1000 epochs, with its
+    report, figures and predictions), against the bare Lightning program of the same maths (``python
+    benchmarks/plain_line.py --bare-lightning``), each a fresh process, imports included."""
     epochs = cfg["process_epochs"]
     print(f"\n[2{label}] whole process, {epochs} epochs ({device}), {cfg['process_reps']} repetitions", flush=True)
     py = sys.executable
     dev = ["--device", device]
-    policy = policy_for(cfg, device)
-    every = ["--every-n-epochs", str(policy["every_n_epochs"])]
-    every += ["--last", policy["last"]]
-    every += [] if policy["best_checkpoints"] else ["--no-best-checkpoints"]
     commands = {
         "lit-regression": lambda root: lit_command(root, None if epochs == 1000 else epochs, device),
-        "plain+bookkeeping": lambda root: [py, str(PLAIN_LINE), "--epochs", str(epochs), "--bookkeeping",
-                                           "--root", root, *every, *dev],
+        "bare lightning": lambda root: [py, str(PLAIN_LINE), "--epochs", str(epochs), "--bare-lightning", *dev],
         "plain bare": lambda root: [py, str(PLAIN_LINE), "--epochs", str(epochs), *dev],
     }
     imports = {
@@ -404,35 +343,25 @@ def figure_whole_process(report: Report, cfg: dict, device: str = "cpu", label: 
     for rep in range(cfg["import_reps"]):
         for name in rotated(list(imports), rep):
             times[name].append(run_process(imports[name]))
-    lit, book, bare = times["lit-regression"], times["plain+bookkeeping"], times["plain bare"]
-    reps = cfg["process_reps"]
-    ratio_book = median([lit[i] / book[i] for i in range(reps)])
-    ratio_bare = median([lit[i] / bare[i] for i in range(reps)])
+    lit, bare_lightning, bare = times["lit-regression"], times["bare lightning"], times["plain bare"]
     med = {name: median(v) for name, v in times.items()}
     if not times.get("import lit_regression.cli"):
         med["import lit_regression.cli"] = float("nan")
-    report.note(f"seconds (median): lit-regression {med['lit-regression']:.2f}, plain+bookkeeping "
-                f"{med['plain+bookkeeping']:.2f}, plain bare {med['plain bare']:.2f}")
+    report.note(f"seconds (median): lit-regression {med['lit-regression']:.2f}, bare Lightning program "
+                f"{med['bare lightning']:.2f}, bare plain loop {med['plain bare']:.2f}")
     report.note("seconds (median): " + ", ".join(f"{name} {med[name]:.2f}" for name in imports))
-    gap = med["lit-regression"] - med["plain+bookkeeping"]
-    lightning_import = med["import lightning"] - med["import torch"]
-    cli_import = med["import lit_regression.cli"] - med["import torch"]
-    share = (lambda part: f"{100 * part / gap:.0f}% of that gap") if gap > 0 else (lambda part: "no gap")
-    text = (f"lit-regression takes {gap:.2f}s more than plain+bookkeeping; importing lightning costs "
-            f"{lightning_import:.2f}s on top of torch ({share(lightning_import)})")
-    if cli_import == cli_import:  # not nan
-        text += f", all imports of lit_regression.cli {cli_import:.2f}s on top of torch ({share(cli_import)})"
-    report.note(text)
     breakdown = {}
     if not label and not cfg.get("skip_importtime"):  # the imports are the same on a GPU machine
         breakdown = import_breakdown()
         for name, part in breakdown.items():
             top = ", ".join(f"{k} {v:.2f}" for k, v in list(part["by_package"].items())[:7])
             report.note(f"-X importtime: import {name} adds {part['seconds']:.2f}s, by package: {top}")
-    report.row(f"{label}whole process vs plain_line.py --bookkeeping", ratio_book, "<= 2.5",
+    report.row(f"{label}whole default run vs the bare Lightning program",
+               median([a / b for a, b in zip(lit, bare_lightning)]), "<= 1.5",
                note="" if epochs == 1000 else f"{epochs} epochs")
-    report.row(f"{label}whole process vs bare plain_line.py", ratio_bare, None)
-    report.row(f"{label}import lightning on top of import torch", lightning_import, None, unit="s")
+    report.row(f"{label}whole default run vs the bare plain loop", median([a / b for a, b in zip(lit, bare)]), None)
+    report.row(f"{label}import lightning on top of import torch", med["import lightning"] - med["import torch"],
+               None, unit="s")
     report.details[f"whole_process{label}"] = {"device": device, "epochs": epochs, "seconds": times,
                                                "import_breakdown_s": breakdown}
 
@@ -450,6 +379,7 @@ def figure_throughput(report: Report, cfg: dict, device: str = "cpu", label: str
                                                                     on_device=on_device, train_metrics=True),
         "plain": lambda: bigdata.plain_epochs(x, y, batch, epochs, device),
         "plain_per_batch": lambda: bigdata.plain_epochs(x, y, batch, epochs, device, per_batch=True),
+        "lightning_bare": lambda: bigdata.bare_lightning_epochs(x, y, batch, epochs, device),
     }
     rate = {name: [] for name in runs} | {"dataloader": []}
     for rep in range(cfg["big_reps"]):
@@ -460,18 +390,61 @@ def figure_throughput(report: Report, cfg: dict, device: str = "cpu", label: str
     ratio_dl = median([a / b for a, b in zip(rate["lightning"], rate["dataloader"])])
     ratio_per_batch = median([a / b for a, b in zip(rate["lightning"], rate["plain_per_batch"])])
     ratio_metrics = median([a / b for a, b in zip(rate["lightning_train_metrics"], rate["plain"])])
+    ratio_bare = median([a / b for a, b in zip(rate["lightning_bare"], rate["plain_per_batch"])])
     report.note(f"rows/s (median): lightning {median(rate['lightning']):,.0f} (with train metrics "
                 f"{median(rate['lightning_train_metrics']):,.0f}), plain {median(rate['plain']):,.0f}, "
-                f"plain gathering per batch {median(rate['plain_per_batch']):,.0f}, "
+                f"plain gathering per batch {median(rate['plain_per_batch']):,.0f}, bare LightningModule "
+                f"{median(rate['lightning_bare']):,.0f}, "
                 f"DataLoader(TensorDataset) {median(rate['dataloader']):,.0f} (on {cfg['dl_batches']} batches)")
     report.row(f"{label}throughput: fit with TensorBatches vs plain in-memory loop (loss only, both)", ratio_plain,
                ">= 0.9")
-    report.row(f"{label}throughput: the same with train metrics (the model's default) vs plain loop", ratio_metrics)
-    report.row(f"{label}throughput: fit vs a plain loop that gathers per batch too", ratio_per_batch)
+    report.row(f"{label}throughput: the same with train metrics vs plain loop", ratio_metrics)
+    report.row(f"{label}throughput: fit vs a plain loop that gathers each batch as TensorBatches does",
+               ratio_per_batch, ">= 0.9")
+    report.row(f"{label}throughput: bare LightningModule on the same batches vs that plain loop (the floor)",
+               ratio_bare)
     report.row(f"{label}throughput: fit with TensorBatches vs DataLoader(TensorDataset)", ratio_dl, ">= 30")
     report.details[f"throughput{label}"] = {"device": device, "rows": rows, "features": features, "batch": batch,
                                             "epochs": epochs, "rows_per_s": rate}
     del x, y
+
+
+# --- figure 6: the side effects of fit on a big table -----------------------------------------------------------
+SIDE_EFFECTS = {"predictions": "--predictions.enabled", "figures": "--plots.enabled", "report": "--report.enabled"}
+
+
+def side_effects_command(path: Path, root: str, on: tuple[str, ...]) -> list[str]:
+    """A 2-epoch ``fit`` of the table with the side effects in ``on`` (the CLI's defaults) and the others off."""
+    switches = [a for name, flag in SIDE_EFFECTS.items() for a in (flag, str(name in on).lower())]
+    return [*table_load.cli(), "fit", "--model", "LinearRegression", "--data", "TableDataModule", "--data.path",
+            str(path), "--data.target", "y", "--trainer.max_epochs", "2", "--convergence.stop", "false",
+            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", root, *switches]
+
+
+def figure_side_effects(report: Report, cfg: dict) -> None:
+    """Issue 16: what the end-of-fit predictions, figures and report add to a 2-epoch fit of a ``rows x 20``
+    numeric CSV (each in a fresh process, interleaved), all three together (target <= 1.5x) and each alone."""
+    rows = cfg["table_rows"]
+    path = table_load.make_csv(rows)
+    print(f"\n[6] side effects: 2-epoch fit of a {rows:,} x {table_load.COLUMNS} CSV with predictions, figures and "
+          f"report on against off, {cfg['side_reps']} repetitions", flush=True)
+    variants = {"off": (), "all on": tuple(SIDE_EFFECTS), **{f"{name} only": (name,) for name in SIDE_EFFECTS}}
+    times = {name: [] for name in variants}
+    for rep in range(cfg["side_reps"]):
+        for name in rotated(list(variants), rep):
+            root = tempfile.mkdtemp(prefix="bench_side_")
+            try:
+                times[name].append(run_process(side_effects_command(path, root, variants[name])))
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+    report.note("seconds (median): " + ", ".join(f"{name} {median(t):.2f}" for name, t in times.items()))
+    off = times["off"]
+    report.row(f"side effects: 2-epoch fit of {rows:,} x 20 with predictions, figures and report vs without",
+               median([a / b for a, b in zip(times["all on"], off)]), "<= 1.5")
+    for name in SIDE_EFFECTS:
+        report.row(f"side effects: {name} alone, seconds added", median([a - b for a, b in zip(times[f"{name} only"], off)]),
+                   None, unit="s")
+    report.details["side_effects"] = {"rows": rows, "seconds": times}
 
 
 # --- figure 5: memory and load time of TableDataModule on a big CSV ----------------------------------------------
@@ -532,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="lit_regression benchmarks (issue 7)")
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (smaller sizes, fewer repetitions)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.add_argument("--only", nargs="+", choices=["epoch", "process", "throughput", "gpu", "table", "optimum"],
+    parser.add_argument("--only", nargs="+",
+                        choices=["epoch", "process", "throughput", "gpu", "table", "side", "optimum"],
                         help="run only these figures")
     parser.add_argument("--threads", type=int, help="torch intra-op threads, here and in the subprocesses "
                         "(default: torch's choice). On a small machine shared with other work, 1 avoids stalls "
@@ -543,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     cfg = dict(QUICK if args.quick else FULL)
-    only = set(args.only or ["epoch", "process", "throughput", "gpu", "table", "optimum"])
+    only = set(args.only or ["epoch", "process", "throughput", "gpu", "table", "side", "optimum"])
     quiet()
     start = time.perf_counter()
     info = machine()
@@ -579,6 +553,11 @@ def main(argv: list[str] | None = None) -> int:
             figure_table(report, cfg)
         except Exception as err:  # noqa: BLE001
             report.row("table: error", float("nan"), None, note=f"{type(err).__name__}: {err}"[:300])
+    if "side" in only:
+        try:
+            figure_side_effects(report, cfg)
+        except Exception as err:  # noqa: BLE001
+            report.row("side effects: error", float("nan"), None, note=f"{type(err).__name__}: {err}"[:300])
     if "optimum" in only:
         try:
             figure_optimum(report, cfg)
@@ -594,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
             "quick": args.quick, "threads": args.threads, "seconds": elapsed, "machine": info,
-            "settings": {k: v for k, v in cfg.items() if not k.startswith("_")}, "checkpoint_policy": cfg.get("_policies"), "rows": report.rows,
+            "settings": {k: v for k, v in cfg.items() if not k.startswith("_")}, "rows": report.rows,
             "notes": report.notes, "details": report.details}, indent=2, default=str))
         print(f"results written to {args.json}")
     return 0

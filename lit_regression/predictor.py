@@ -100,7 +100,7 @@ class Predictor:
         x = self.inputs(rows)
         with torch.no_grad():
             outputs = self.model.predict_outputs(self.model(x.to(self.model.dtype)))
-        return table(self.datamodule, torch.arange(len(x)), outputs.float())
+        return table(self.datamodule, torch.arange(len(x)), outputs.float()).to_pandas()
 
 
 def load(path: str | os.PathLike) -> Predictor:

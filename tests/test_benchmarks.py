@@ -25,8 +25,10 @@ def test_quick_benchmark_measures_every_figure(tmp_path):
     rows = {row["figure"]: row for row in result["rows"]}
     assert not [name for name, row in rows.items() if row["status"] == "error"], done.stdout[-3000:]
     for prefix in ("", "GPU "):
-        assert rows[f"{prefix}per-epoch fit vs plain loop + same bookkeeping"]["value"] > 0
+        assert rows[f"{prefix}per-epoch fit vs bare LightningModule (same maths)"]["value"] > 0
         assert rows[f"{prefix}throughput: fit with TensorBatches vs DataLoader(TensorDataset)"]["value"] > 0
-        writes = result["details"][f"per_epoch{prefix}"]["checkpoint_writes_per_epoch"]
-        assert writes["lightning"] == pytest.approx(writes["plain"])  # the reference wrote what the CLI wrote
+        assert rows[f"{prefix}throughput: bare LightningModule on the same batches vs that plain loop (the floor)"][
+            "value"] > 0
+        # checkpoints bounded by time: none written between the short fits' last epochs
+        assert result["details"][f"per_epoch{prefix}"]["checkpoint_writes_per_epoch"] == 0
     assert "WARNING" not in done.stdout

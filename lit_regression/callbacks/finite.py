@@ -18,9 +18,10 @@ class TrainingDiverged(InputError):
 
 
 class FiniteCheck(OwnHooks, L.Callback):
-    """After every training batch, checks that the loss and the parameters (after the optimizer step) are finite;
-    if not, stops the fit at once with :class:`TrainingDiverged`, whose message names the epoch and step and what
-    to try. Checkpoints are written after validation, which comes after this check, so no non-finite state is
+    """After every training batch, checks that the loss is finite, and after the epoch's last batch and before a
+    validation that the parameters (after the optimizer step) are too; if not, stops the fit at once with
+    :class:`TrainingDiverged`, whose message names the epoch and step and what to try. Checkpoints are written
+    after validation or at the epoch's end, which come after these checks, so no non-finite state is
     ever saved: the last good ``last.ckpt`` stays as it was, and the best checkpoint held in memory is written
     (``save_on_exception`` of the checkpoint callbacks is turned off before stopping, for the same reason)."""
 
@@ -36,10 +37,20 @@ class FiniteCheck(OwnHooks, L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        values = [p.detach().reshape(-1) for p in self._parameters or pl_module.parameters()]
-        if torch.is_tensor(loss):
-            values.append(loss.detach().reshape(-1))
-        ok = not values or bool(torch.isfinite(torch.cat(values)).all())  # one kernel and one sync per step
+        # the loss at every step; the parameters (a step that overflows them gives a non-finite loss at the next)
+        # before anything can be checkpointed: at the epoch's last batch, and before a validation (on_validation_start)
+        values = [loss.detach().reshape(-1)] if torch.is_tensor(loss) else []
+        if batch_idx + 1 >= trainer.num_training_batches:
+            values += [p.detach().reshape(-1) for p in self._parameters or pl_module.parameters()]
+        self._check(trainer, pl_module, values, loss, batch_idx)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            values = [p.detach().reshape(-1) for p in self._parameters or pl_module.parameters()]
+            self._check(trainer, pl_module, values, None, trainer.fit_loop.epoch_loop.batch_idx)
+
+    def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, values: list, loss, batch_idx: int) -> None:
+        ok = not values or bool(torch.isfinite(torch.cat(values)).all())  # one kernel and one sync
         if trainer.world_size > 1:  # stop every process together, or the others would wait for this one forever
             ok = trainer.strategy.reduce_boolean_decision(ok, all=True)
         if not ok:

@@ -38,16 +38,28 @@ class Plots(OwnHooks, L.Callback):
       from ``trainer.callback_metrics`` at every epoch's end (kept in memory; nothing is written until the end).
     * ``roc`` and ``confusion_matrix``: for classification, on the validation split.
 
+    Scatter plots of more than ``max_points`` rows of a split draw a random sample of that many (seeded, the same
+    in every run; the legend says how many of how many are shown): matplotlib takes seconds per hundred thousand
+    points, and a million points are a blot. The lines (the model, the truth, the diagonal), the axes' ranges and the
+    counts are computed from every row.
+
     Args:
         enabled: ``false`` switches the figures off.
         dirname: folder of the PNG files inside the run's log folder.
         dpi: resolution of the PNG files and of the TensorBoard images.
         tensorboard: also log the figures as TensorBoard images.
+        max_points: largest number of points of a split in a scatter plot; more rows are sampled down to it.
     """
 
     def __init__(
-        self, enabled: bool = True, dirname: str = "figures", dpi: int = 150, tensorboard: bool = True
+        self, enabled: bool = True, dirname: str = "figures", dpi: int = 150, tensorboard: bool = True,
+        max_points: int = 5000,
     ) -> None:
+        if max_points < 1:
+            from lit_regression.errors import InputError
+
+            raise InputError(f"plots max_points={max_points!r} is invalid: expected a number >= 1")
+        self.max_points = max_points
         self.enabled = enabled
         self.dirname = dirname
         self.dpi = dpi
@@ -115,8 +127,8 @@ class Plots(OwnHooks, L.Callback):
         classes = getattr(datamodule, "classes", None)
         task = getattr(pl_module, "task", getattr(datamodule, "task", "regression"))
         if "train" in splits and task == "regression":
-            fitted = {name: _regression_rows(pl_module, splits[name]) for name in ("train", "val")
-                      if name in splits and len(splits[name][0])}
+            fitted = {name: _sampled(_regression_rows(pl_module, splits[name]), self.max_points)
+                      for name in ("train", "val") if name in splits and len(splits[name][0])}
             targets = _names(getattr(datamodule, "target_names", None), fitted["train"][1].shape[1], "y")
             features = _names(getattr(datamodule, "feature_names", None), splits["train"][0].shape[1], "x")
             if len(features) == 1:
@@ -160,6 +172,33 @@ def _regression_rows(pl_module, split) -> tuple[torch.Tensor, torch.Tensor, torc
     """``(x, y, predicted)`` of a split, targets and predictions in the targets' own units, 2-d."""
     x, y = split[0].cpu(), split[1].cpu().reshape(len(split[1]), -1)
     return x, y.float(), _outputs(pl_module, x).reshape(len(x), -1)
+
+
+class Rows(tuple):
+    """``(x, y, predicted)`` of the rows drawn; ``total``, the number of rows of the split they stand for, and
+    ``low``/``high``, the smallest and largest target or prediction of each output over all of them."""
+
+    total: int
+    low: torch.Tensor
+    high: torch.Tensor
+
+    def __new__(cls, rows: tuple, total: int, low: torch.Tensor, high: torch.Tensor):
+        self = super().__new__(cls, rows)
+        self.total, self.low, self.high = total, low, high
+        return self
+
+
+def _sampled(rows: tuple[torch.Tensor, ...], limit: int, seed: int = 0) -> Rows:
+    """At most ``limit`` of the ``(x, y, predicted)`` rows, a seeded random sample in their order; all of them if
+    there are no more."""
+    x, y, predicted = rows
+    n = len(x)
+    low = torch.minimum(y.min(0).values, predicted.min(0).values)
+    high = torch.maximum(y.max(0).values, predicted.max(0).values)
+    if n > limit:
+        keep = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+        rows = tuple(t[keep] for t in rows)
+    return Rows(rows, n, low, high)
 
 
 def _regression_curve(pl_module, splits, points: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,10 +254,11 @@ def data_and_predictions_figure(fitted: dict, curve: tuple[torch.Tensor, torch.T
     grid, grid_pred = curve
     for k, ax in enumerate(axes):
         x, y, _ = fitted["train"]
-        ax.scatter(x[:, 0], y[:, k], s=18, c=TRAIN_COLOR, label=f"training data ({len(x)})", zorder=2)
+        ax.scatter(x[:, 0], y[:, k], s=18, c=TRAIN_COLOR, label=_label(fitted["train"], "training data"), zorder=2)
         if "val" in fitted:
             xv, yv, pv = fitted["val"]
-            ax.scatter(xv[:, 0], yv[:, k], s=60, c=HELD_OUT_COLOR, label=f"held-out data ({len(xv)})", zorder=2)
+            ax.scatter(xv[:, 0], yv[:, k], s=60, c=HELD_OUT_COLOR, label=_label(fitted["val"], "held-out data"),
+                       zorder=2)
             ax.scatter(xv[:, 0], pv[:, k], s=36, c=PREDICTION_COLOR, marker="x", linewidths=1.5,
                        label="predictions on held-out x", zorder=3)
         model_label = "model" if learned is None else f"model: {targets[k]} = {_line(learned, k, feature)}"
@@ -232,6 +272,22 @@ def data_and_predictions_figure(fitted: dict, curve: tuple[torch.Tensor, torch.T
     return figure
 
 
+def _label(rows: tuple, name: str) -> str:
+    """``name (rows)``, or ``name (random shown of rows)`` for a sample."""
+    shown = len(rows[0])
+    total = rows.total if isinstance(rows, Rows) else shown
+    return f"{name} ({total:,})" if shown == total else f"{name} (random {shown:,} of {total:,})"
+
+
+def _span(fitted: dict, k: int) -> tuple[float, float]:
+    """The smallest and largest target or prediction of output ``k`` over every row (not only those drawn)."""
+    lows = [float(r.low[k]) if isinstance(r, Rows) else float(min(r[1][:, k].min(), r[2][:, k].min()))
+            for r in fitted.values()]
+    highs = [float(r.high[k]) if isinstance(r, Rows) else float(max(r[1][:, k].max(), r[2][:, k].max()))
+             for r in fitted.values()]
+    return min(lows), max(highs)
+
+
 def predicted_vs_actual_figure(fitted: dict, targets: list[str]) -> Figure:
     """Predicted against actual target, training and held-out rows; on the dashed diagonal predictions are exact."""
     figure, axes = _figure(min(len(targets), MAX_PANELS), width=4.6, height=4.4)
@@ -239,9 +295,8 @@ def predicted_vs_actual_figure(fitted: dict, targets: list[str]) -> Figure:
         for split, color, label in (("train", TRAIN_COLOR, "training"), ("val", HELD_OUT_COLOR, "held-out")):
             if split in fitted:
                 _, y, pred = fitted[split]
-                ax.scatter(y[:, k], pred[:, k], s=14, c=color, alpha=0.75, label=f"{label} ({len(y)})")
-        values = torch.cat([torch.cat([f[1][:, k], f[2][:, k]]) for f in fitted.values()])
-        low, high = float(values.min()), float(values.max())
+                ax.scatter(y[:, k], pred[:, k], s=14, c=color, alpha=0.75, label=_label(fitted[split], label))
+        low, high = _span(fitted, k)
         ax.plot([low, high], [low, high], ls="--", c=TRUTH_COLOR, lw=1, label="predicted = actual")
         ax.set(xlabel=f"actual {targets[k]}", ylabel=f"predicted {targets[k]}",
                title=f"Predicted vs actual: {targets[k]}")
@@ -258,7 +313,8 @@ def residuals_figure(fitted: dict, targets: list[str]) -> Figure:
         for split, color, label in (("train", TRAIN_COLOR, "training"), ("val", HELD_OUT_COLOR, "held-out")):
             if split in fitted:
                 _, y, pred = fitted[split]
-                ax.scatter(pred[:, k], y[:, k] - pred[:, k], s=14, c=color, alpha=0.75, label=f"{label} ({len(y)})")
+                ax.scatter(pred[:, k], y[:, k] - pred[:, k], s=14, c=color, alpha=0.75,
+                           label=_label(fitted[split], label))
         ax.axhline(0.0, ls="--", c=TRUTH_COLOR, lw=1)
         ax.set(xlabel=f"predicted {targets[k]}", ylabel="residual (actual - predicted)",
                title=f"Residuals: {targets[k]}")

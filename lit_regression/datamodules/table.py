@@ -602,10 +602,10 @@ class TableDataModule(TensorDataModule):
         return super()._batches(split, train)
 
     def feature_columns(self) -> dict[str, Any]:
-        """The predicted rows' columns as given: the id column, or the feature columns."""
+        """The predicted rows' columns as given (pyarrow columns): the id column, or the feature columns."""
         table = self.predict_table()
         names = [self.hparams.id_column] if self.hparams.id_column is not None else list(self.input_columns)
-        return {name: table[name].to_numpy(zero_copy_only=False) for name in names}
+        return {name: table[name] for name in names}
 
     def _check_task(self) -> None:
         trainer = self.trainer
