@@ -51,6 +51,7 @@ class TensorBatches:
         self.world_size = world_size
         self.pad = pad
         self.epoch = 0
+        self._in_order: InOrder | None = None
 
     batch_sampler = None  # read by Lightning's dataloader checks
 
@@ -59,7 +60,11 @@ class TensorBatches:
         """What Lightning reads as the loader's sampler: it calls its ``set_epoch``, and it takes a loader whose
         sampler is no ``SequentialSampler`` for a shuffled one (``--trainer.overfit_batches`` then warns that it
         turns shuffling off). In order: an :class:`InOrder`; shuffled: the loader itself."""
-        return self if self.shuffle else InOrder(self)
+        if self.shuffle:
+            return self
+        if self._in_order is None:  # Lightning reads it several times an epoch
+            self._in_order = InOrder(self)
+        return self._in_order
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -102,6 +107,9 @@ class TensorBatches:
         n = len(tensors[0]) if rows is None else len(rows)
         size = max(n if self.batch_size is None else self.batch_size, 1)
         if rows is None:
+            if size >= n:  # one batch of all rows: the tensors themselves
+                yield tuple(tensors)
+                return
             for start in range(0, n, size):
                 yield tuple(t[start : start + size] for t in tensors)
             return

@@ -83,11 +83,13 @@ class Convergence(OwnHooks, L.Callback):
         if not self._rows:
             return
         objective = self._sum / self._rows
-        values = torch.stack([torch.as_tensor(objective, dtype=torch.float64),
-                              torch.as_tensor(-1.0 if self._grad is None else self._grad, dtype=torch.float64)])
         if trainer.world_size > 1:  # the same decision on every process
+            values = torch.stack([torch.as_tensor(objective, dtype=torch.float64),
+                                  torch.as_tensor(-1.0 if self._grad is None else self._grad, dtype=torch.float64)])
             values = trainer.strategy.reduce(values.to(trainer.strategy.root_device), reduce_op="mean")
-        objective, grad = (float(v) for v in values.cpu())
+            objective, grad = (float(v) for v in values.cpu())
+        else:
+            objective, grad = float(objective), -1.0 if self._grad is None else float(self._grad)
         if self.reason is None:
             self.reason = self._check(objective, grad, getattr(pl_module, "smooth", lambda: True)(),
                                       trainer.num_training_batches == 1,

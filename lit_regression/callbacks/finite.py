@@ -28,6 +28,7 @@ class FiniteCheck(OwnHooks, L.Callback):
     def __init__(self) -> None:
         self._step = 0
         self._parameters: list[torch.Tensor] = []
+        self._checked_at = -1  # the global step after which the parameters were last checked
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._parameters = list(pl_module.parameters())
@@ -41,13 +42,18 @@ class FiniteCheck(OwnHooks, L.Callback):
         # before anything can be checkpointed: at the epoch's last batch, and before a validation (on_validation_start)
         values = [loss.detach().reshape(-1)] if torch.is_tensor(loss) else []
         if batch_idx + 1 >= trainer.num_training_batches:
-            values += [p.detach().reshape(-1) for p in self._parameters or pl_module.parameters()]
+            values += self._parameter_values(trainer, pl_module)
         self._check(trainer, pl_module, values, loss, batch_idx)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            values = [p.detach().reshape(-1) for p in self._parameters or pl_module.parameters()]
+        # a validation inside the epoch (val_check_interval) may write checkpoints when it ends
+        if self._checked_at != trainer.global_step and trainer.state.fn == "fit" and not trainer.sanity_checking:
+            values = self._parameter_values(trainer, pl_module)
             self._check(trainer, pl_module, values, None, trainer.fit_loop.epoch_loop.batch_idx)
+
+    def _parameter_values(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[torch.Tensor]:
+        self._checked_at = trainer.global_step
+        return [p.detach().reshape(-1) for p in self._parameters or pl_module.parameters()]
 
     def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, values: list, loss, batch_idx: int) -> None:
         ok = not values or bool(torch.isfinite(torch.cat(values)).all())  # one kernel and one sync

@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
+from lightning.pytorch.trainer.states import TrainerFn
 
 from lit_regression.errors import write_line
 from lit_regression.hooks import OwnHooks
@@ -340,7 +341,7 @@ class RunProgressBar(OwnHooks, TQDMProgressBar):
 
     def _quiet(self, trainer: L.Trainer) -> bool:
         """Whether an evaluation loop is shown the fit's way: a validation during fit or the post-fit predict."""
-        return trainer.state.fn == "fit" or (self._quiet_predict and trainer.predicting)
+        return trainer.state.fn is TrainerFn.FITTING or (self._quiet_predict and trainer.predicting)
 
     # --- validation: quiet during fit, Lightning's for validate ------------------------------------------------
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
