@@ -270,6 +270,12 @@ class ResumableCheckpoint(OwnHooks, ModelCheckpoint):
         if stop:
             self._interrupt(trainer)
 
+    def on_validation_end(self, trainer, pl_module) -> None:
+        """``ModelCheckpoint.on_validation_end``, which saves when checkpoints are not taken at the epoch's end;
+        skipped at once when they are (known after the first epoch end): it would work that out again every epoch."""
+        if not self._at_epoch_end:
+            super().on_validation_end(trainer, pl_module)
+
     def _may_rank(self, trainer) -> bool:
         """Whether ``_save_topk_checkpoint`` may keep this epoch: ``ModelCheckpoint.check_monitor_top_k`` on the
         monitored value alone, before the monitor candidates are copied for it."""

@@ -124,6 +124,37 @@ def test_predict_from_checkpoint_alone_reproduces_fit_predictions(tmp_path, root
     pd.testing.assert_frame_equal(pd.read_csv(versions(root)[-1] / "predictions.csv"), fitted)
 
 
+def test_predictions_as_parquet_hold_what_the_csv_holds(tmp_path, root):
+    frame = diabetes()
+    frame.insert(0, "patient", [f"p{i}" for i in range(len(frame))])  # a text id column, kept as given
+    train = write(frame, tmp_path / "train.csv")
+    common = ("--model", "LinearRegression", "--data.path", train, "--data.target", "progression",
+              "--data.id_column", "patient", "--trainer.max_epochs", "3", "--plots.enabled", "false")
+    run_cli("fit", *CSV, *common, root=root)
+    run_cli("fit", *CSV, *common, "--predictions.filename", "predictions.parquet", root=root)
+    as_csv = pd.read_csv(versions(root)[0] / "predictions.csv")
+    as_parquet = pd.read_parquet(versions(root)[1] / "predictions.parquet")
+    assert not (versions(root)[1] / "predictions.csv").exists()
+    assert list(as_parquet.columns) == ["row", "patient", "progression"] == list(as_csv.columns)
+    assert as_parquet["patient"].tolist() == frame["patient"].tolist()
+    np.testing.assert_allclose(as_parquet["progression"], as_csv["progression"], rtol=1e-6)
+
+
+def test_big_predictions_are_written_in_chunks_byte_for_byte(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    from lit_regression.callbacks import predictions
+
+    table = pa.table({"row": np.arange(10), "name": [f"a,{i}" if i % 3 else None for i in range(10)],
+                      "y": np.linspace(-1, 1, 10, dtype=np.float32)})
+    monkeypatch.setattr(predictions, "CSV_CHUNK", 3)  # four chunks, the first with the header
+    predictions.write_table(table, str(tmp_path / "chunked.csv"))
+    pcsv.write_csv(table, str(tmp_path / "whole.csv"), pcsv.WriteOptions(quoting_style="needed"))
+    assert (tmp_path / "chunked.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert pd.read_csv(tmp_path / "chunked.csv")["name"].tolist()[1:3] == ["a,1", "a,2"]
+
+
 def test_multi_output_regression(tmp_path, root):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 3))
@@ -238,6 +269,8 @@ BAD_INPUTS = {
     "predict-file-lacks-feature": ({"ok.csv": GOOD, "new.csv": "a,y\n1,2\n"},
                                    ["--data.path", "{d}/ok.csv", "--data.predict_path", "{d}/new.csv"],
                                    ["data.predict_path=", "new.csv", "feature column 'b'", "'a', 'y'"]),
+    "predictions-filename": ({"ok.csv": GOOD}, ["--data.path", "{d}/ok.csv", "--predictions.filename", "out.xlsx"],
+                             ["predictions filename='out.xlsx'", ".csv or .parquet"]),
     "model-for-other-task": ({"ok.csv": GOOD}, ["--data.path", "{d}/ok.csv", "--data.task", "classification"],
                              ["LinearRegression", "regression", "classification"]),
 }
