@@ -15,6 +15,27 @@ save: ``.venv/bin/python benchmarks/profile_fit.py [--instrument] [--ablate] [--
   ``fsync`` before the rename, and ``torch.save``, on the CLI's real checkpoint dict.
 * ``--cprofile``: cProfile of the same N1/N2 fits, per-epoch difference per function (cProfile's overhead
   inflates Python-heavy code about two-fold: use it to find names, the timers for sizes).
+
+What remains (issue 16, Intel Xeon, 2 cores; ms per epoch). The bare LightningModule takes 0.90-0.96: Lightning's
+loop, with a validation every epoch, is 0.78 of it over the plain PyTorch loop. Inside a fit of the seed config
+(``--ablate``) an epoch takes 1.70 (1.8x the bare module); ``make bench`` measures 2.04 (2.25x) because its
+whole-fit difference between 50 and 250 epochs also counts what grows with the epochs outside them: the loss
+curves drawn at the end (about 0.26 per epoch of the run), the TensorBoard records written (about 0.1) and the
+checkpoints of the improving epochs 50 to 115 built in memory (0.12: Lightning's loop state dict, about 0.4 ms
+each). Of the 0.8 the fit adds inside the epochs: validation 0.45 (``--trainer.check_val_every_n_epoch 10`` brings
+an epoch to the bare module's cost: the metric update and compute with torchmetrics' wrappers, about 0.07, the
+epoch's logging into the trainer's metric dicts, and the validation hooks of four callbacks); the training step's
+loss metric, the convergence and non-finite checks 0.15; the checkpoint callback's ranking 0.05.
+
+Removed on the way, in ms per epoch inside a fit (``--ablate``'s measure, each step against the bare module
+measured beside it): 5.8 with a ``last.ckpt`` written every epoch; 4.2 with checkpoints bounded by time and the
+best held in memory; 3.3 with the metric objects out of the module tree (every ``train()``, ``eval()`` and
+parameter walk visited and hashed them), one metric object per stage and no penalty node in the graph without
+l1/l2; 2.8 with one logger record per epoch and a checkpoint callback that skips epochs with nothing to rank;
+2.3 with records handed to TensorBoard's writer once a second (its thread woke at every epoch); 2.2 with one metric
+state, one sync and the values worked out in Python floats; 1.9 with the hooks a callback leaves alone not
+dispatched (``lit_regression/hooks.py``); 1.7 with train metrics off by default, the checkpoint callback's key
+built once, and smaller items.
 """
 
 from __future__ import annotations

@@ -17,8 +17,10 @@
   ``ROOT/lightning_logs/version_N/checkpoints``), so that its curves continue the killed run's curves and its
   ``last.ckpt`` replaces the killed run's. The resumed run's config is saved beside the first one as
   ``config-resume-K.yaml``. The steps that the killed run logged after its last checkpoint are logged again, with
-  the same values (read the curves by step). One gap remains: Lightning logs an epoch's ``train_*`` metrics just
-  after that epoch's checkpoint is written, so a kill in that instant loses those points of that one epoch.
+  the same values (read the curves by step). Before a checkpoint is written the loggers save (TensorBoard's records reach
+  the file), and an epoch's record goes to them when its validation ends, so the curves of a killed run reach its
+  last checkpoint. One gap remains: without validation rows, an epoch's record goes to the loggers just after
+  that epoch's checkpoint is written, so a kill in that instant loses the points of that one epoch.
 * :func:`check_compatible` refuses, with one message, a checkpoint whose weights do not fit the model.
 """
 
@@ -245,7 +247,7 @@ class ResumableCheckpoint(OwnHooks, ModelCheckpoint):
         """Top-k (``ModelCheckpoint``'s rule, into memory unless writes are every epoch), then, when it is time,
         the end of fit or a stop was asked for, write what is held and ``last.ckpt``; with one set of monitor
         candidates for all."""
-        stop = self._stop_requested(trainer)
+        stop, time_due = self._stop_and_time(trainer)
         if not stop and (self._last_global_step_saved == trainer.global_step  # what Lightning's skip checks, as
                          or trainer.fast_dev_run or trainer.state.fn is not TrainerFn.FITTING):  # no sanity check
             return
@@ -253,8 +255,7 @@ class ResumableCheckpoint(OwnHooks, ModelCheckpoint):
         if self._at_epoch_end is None:  # fixed for the fit once validation has been set up
             self._at_epoch_end = self._should_save_on_train_epoch_end(trainer)
         rank = due and self._at_epoch_end
-        write = stop or self._final_epoch(trainer) or (
-            due and time.monotonic() - self._written_at >= self.every_n_seconds)
+        write = stop or self._final_epoch(trainer) or (due and time_due)
         self._unsaved = True
         if not (write or (rank and self._may_rank(trainer))):  # most epochs: no new best, no write due
             return
@@ -310,7 +311,11 @@ class ResumableCheckpoint(OwnHooks, ModelCheckpoint):
                     and trainer.global_step >= (loop.min_steps or 0))
 
     def _write(self, trainer, candidates: dict[str, Any]) -> None:
-        """Write the best checkpoints held in memory, then ``last.ckpt`` (which names them)."""
+        """Write the best checkpoints held in memory, then ``last.ckpt`` (which names them). The loggers save
+        first (TensorBoard: the records kept since the last write, flushed to the file), so that after a kill
+        the curves reach at least as far as the checkpoint a resume starts from."""
+        for logger in trainer.loggers:
+            logger.save()
         self.save_pending(trainer)
         if self._unsaved:
             self._save_last_checkpoint(trainer, candidates)
@@ -382,11 +387,17 @@ class ResumableCheckpoint(OwnHooks, ModelCheckpoint):
             self._release_signals()
             raise KeyboardInterrupt
 
-    def _stop_requested(self, trainer) -> bool:
+    def _stop_and_time(self, trainer) -> tuple[bool, bool]:
+        """Whether a stop was asked for, and whether ``every_n_seconds`` have passed since the last write. With
+        several processes, as any of them says (one reduction an epoch): every process must stop and write at the
+        same epoch, since a write holds collectives, or the others would wait for it forever."""
         stop = self._signal is not None
-        if trainer.world_size > 1:  # every process stops at the same epoch, or the others would wait forever
-            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        return stop
+        due = time.monotonic() - self._written_at >= self.every_n_seconds
+        if trainer.world_size > 1:
+            flags = torch.tensor([float(stop), float(due)], device=trainer.strategy.root_device)
+            flags = trainer.strategy.reduce(flags, reduce_op="sum")
+            stop, due = bool(flags[0] > 0), bool(flags[1] > 0)
+        return stop, due
 
     def _interrupt(self, trainer) -> None:
         signum = self._signal if self._signal is not None else signal.SIGTERM

@@ -199,3 +199,31 @@ def test_ddp_lbfgs_full_batch_converges_like_one_process(tmp_path):
         # float32 weights of size ~44 are 4e-6 apart at the least: the processes' sums round differently
         assert torch.tensor(double["learned"][name]) == pytest.approx(
             torch.tensor(single["learned"][name]), rel=1e-5, abs=1e-4), name
+
+
+@pytest.mark.slow
+def test_sigterm_stops_both_processes_at_the_same_epoch_with_its_checkpoint(tmp_path):
+    """SIGTERM to the first process (Lightning's launcher passes it on to the second): both finish the epoch, the
+    checkpoint is written once, and the command exits with 143, without a hang or a traceback."""
+    import signal
+
+    command = [sys.executable, "-m", "lit_regression", "fit", "--config", str(CONFIGS / "line_linear.yaml"),
+               "--trainer.max_epochs", "5000", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+               "--trainer.strategy", "ddp", "--trainer.default_root_dir", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+                               cwd=ROOT, bufsize=1)
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith("epoch ") and "/5000" in line:  # training runs on both processes
+            process.send_signal(signal.SIGTERM)
+            break
+    output += process.stdout.readlines()
+    process.wait(timeout=120)
+    text = "".join(output)
+    assert process.returncode == 143, text[-3000:]
+    assert "Traceback" not in text
+    (line,) = [line for line in output if line.startswith("lit-regression: stopped by SIGTERM after epoch")]
+    epoch = int(line.split("after epoch ")[1].split(";")[0])
+    (run,) = versions(tmp_path)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == epoch

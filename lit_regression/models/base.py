@@ -6,6 +6,7 @@ from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import Metric
 
 from lit_regression.errors import InputError
@@ -177,6 +178,8 @@ class LitModel(L.LightningModule):
     def _metrics_on(self, device: torch.device) -> None:
         if device != self._metrics_device:
             for metric in self._metrics.values():
+                if device.type == "mps":  # no float64 there
+                    metric.set_dtype(torch.float32)
                 metric.to(device)
             self._metrics_device = device
 
@@ -242,24 +245,29 @@ class LitModel(L.LightningModule):
         if values is None:
             return
         trainer = self.trainer
-        if trainer.state.fn != "fit":
+        if trainer.state.fn is not TrainerFn.FITTING:
             self.log_dict(values, on_step=False, on_epoch=True, sync_dist=True)  # already synced: a no-op mean
             return
-        # what the callbacks read are tensors (Lightning's own logging leaves them so)
-        trainer.callback_metrics.update({k: torch.as_tensor(v, dtype=torch.float32) for k, v in values.items()})
+        scalars = {name: float(value) for name, value in values.items()}
+        # what the callbacks read are tensors (Lightning's own logging leaves them so); the trainer's metric
+        # dicts are properties that recompute from its result collection: each is read once
+        tensors = {name: torch.tensor(value, dtype=torch.float32) for name, value in scalars.items()}
+        trainer.callback_metrics.update(tensors)
         if trainer.sanity_checking:  # Lightning logs nothing from the sanity check either
             return
-        scalars = {name: float(value) for name, value in values.items()}
         # what self.log(..., prog_bar=True) would leave there: the losses and the main metric, as numbers
         trainer.progress_bar_metrics.update({k: v for k, v in scalars.items() if k.endswith(PROGRESS_METRICS)})
-        trainer.logged_metrics.update({k: trainer.callback_metrics[k] for k in values})
-        trainer.logged_metrics["epoch"] = torch.tensor(float(trainer.current_epoch))
+        logged = trainer.logged_metrics
+        logged.update(tensors)
+        logged["epoch"] = torch.tensor(float(trainer.current_epoch))
         if trainer.loggers:  # the epoch's train and validation values go to the loggers together, once
             step = max(trainer.global_step - 1, 0)
             if self._unlogged and self._unlogged[0] != step:
                 self._write_logs()
             self._unlogged = (step, {**(self._unlogged[1] if self._unlogged else {}), **scalars,
                                      "epoch": trainer.current_epoch})
+            if stage == "val":  # the epoch's record is complete: to the loggers before any checkpoint of it
+                self._write_logs()
 
     def _write_logs(self) -> None:
         """Hand the values collected since the last call to the loggers, as one record at their step."""
