@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import random
@@ -175,11 +176,12 @@ class ResumableCheckpoint(OwnHooks, ModelCheckpoint):
     """``ModelCheckpoint`` whose ``last.ckpt`` is the state at the end of a finished epoch, written on a time
     schedule, at the end of ``fit`` and when the run is interrupted; a resume from it is bit-identical.
 
-    * **Time-bounded writes.** ``last.ckpt`` is written at the end of an epoch when ``every_n_seconds`` have passed
-      since the last write, at the last epoch of ``fit``, and when SIGTERM or Ctrl-C stops the run; a SIGKILL or a
-      power failure loses at most ``every_n_seconds`` of training. A new best checkpoint (``epoch=E-step=S.ckpt``
-      on ``val_loss``) is built when the epoch ends and held in memory until the next write, so an epoch that
-      improves costs no disk write either. Lightning 2.6 alone writes ``last.ckpt`` only along with a new best,
+    * **Time-bounded writes.** ``last.ckpt`` is written at the end of the first epoch, then at the end of an epoch
+      when ``every_n_seconds`` have passed since the last write, at the last epoch of ``fit``, and when SIGTERM or
+      Ctrl-C stops the run; a SIGKILL or a power failure loses at most ``every_n_seconds`` of training. A new best
+      checkpoint (``epoch=E-step=S.ckpt`` on ``val_loss``) is built when the epoch ends and held in memory until the
+      next write, so an epoch that improves costs no disk write either; the best one it replaces stays on disk
+      until then, and the held one is written at any exception too (a second Ctrl-C, a crash). Lightning 2.6 alone writes ``last.ckpt`` only along with a new best,
       so after the best epoch it would fall behind the run; ``every_n_seconds: 0`` writes both at every epoch end.
     * **SIGTERM and Ctrl-C** (SLURM's pre-emption, ``kill``, a terminal): the epoch in progress finishes, the best
       checkpoint and ``last.ckpt`` are written, and ``fit`` raises :class:`Interrupted` (``lit-regression`` exits
@@ -208,6 +210,7 @@ class ResumableCheckpoint(OwnHooks, ModelCheckpoint):
         super().__init__(**kwargs)
         self.every_n_seconds = float(every_n_seconds)
         self._pending: dict[str, dict] = {}  # best checkpoints built but not written yet: path -> checkpoint
+        self._stale: list[str] = []  # checkpoints on disk that held ones replace: deleted when those are written
         self._holding = False  # _save_checkpoint builds into _pending instead of writing
         self._unsaved = False  # an epoch has ended since last.ckpt was written
         self._written_at = 0.0  # time.monotonic() of the last write (or of the start of training)
@@ -237,7 +240,7 @@ class ResumableCheckpoint(OwnHooks, ModelCheckpoint):
         if self._unranked:
             say(f"no validation rows: checkpoints are not ranked by {self.monitor}; only last.ckpt is kept"
                 + ("" if self.save_last else " (--checkpoint.save_last is off: none)"))
-        self._written_at = time.monotonic()
+        self._written_at = -math.inf  # the first epoch's end writes: from then on a run always has a last.ckpt
         self._signal = None
         self._at_epoch_end = None
         if not trainer.fast_dev_run:
@@ -293,7 +296,11 @@ class ResumableCheckpoint(OwnHooks, ModelCheckpoint):
             self._write(trainer, self._monitor_candidates(trainer))
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """Lightning's (``save_on_exception``), after writing the best checkpoints held in memory: states of
+        finished epochs, good whatever went wrong since (a second Ctrl-C, a crash in a callback)."""
         self._release_signals()
+        if not trainer.fast_dev_run:
+            self.save_pending(trainer)
         super().on_exception(trainer, pl_module, exception)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
@@ -325,11 +332,14 @@ class ResumableCheckpoint(OwnHooks, ModelCheckpoint):
     def save_pending(self, trainer) -> str:
         """Write the best checkpoints held in memory; the path of the newest checkpoint on disk (``""``: none)."""
         pending, self._pending = self._pending, {}
+        stale, self._stale = self._stale, []
         for filepath, checkpoint in pending.items():
             if checkpoint is not None:  # the first process's (the strategy writes on that one only)
                 trainer.strategy.save_checkpoint(checkpoint, filepath)
         if pending:
             trainer.strategy.barrier("ResumableCheckpoint.save_pending")
+        for filepath in stale:  # the checkpoints that the ones just written replace
+            super()._remove_checkpoint(trainer, filepath)
         written = [p for p in (self.last_model_path, *pending) if p and os.path.exists(p)]
         return max(written, key=os.path.getmtime, default="")
 
@@ -350,6 +360,8 @@ class ResumableCheckpoint(OwnHooks, ModelCheckpoint):
     def _remove_checkpoint(self, trainer, filepath: str) -> None:
         if filepath in self._pending:  # never written: nothing to delete
             del self._pending[filepath]
+        elif self._holding:  # replaced by one held in memory: deleted once that one is written
+            self._stale.append(filepath)
         else:
             super()._remove_checkpoint(trainer, filepath)
 
@@ -402,6 +414,10 @@ class ResumableCheckpoint(OwnHooks, ModelCheckpoint):
     def _interrupt(self, trainer) -> None:
         signum = self._signal if self._signal is not None else signal.SIGTERM
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        if self.save_last == "link":  # last.ckpt points to the newest top-k checkpoint, not to this epoch
+            raise Interrupted(signum, f"stopped by {name} after epoch {trainer.current_epoch}; with "
+                                      f"--checkpoint.save_last link, last.ckpt is {self._last_checkpoint_saved}: a "
+                                      "resume with --ckpt_path last starts from there")
         where = f": {self.last_model_path}" if self.save_last and self.last_model_path else ""
         raise Interrupted(signum, f"stopped by {name} after epoch {trainer.current_epoch}; the checkpoint of that "
                                   f"epoch is written{where}. Resume with the same command and --ckpt_path last")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -25,7 +26,8 @@ def test_quick_benchmark_measures_every_figure(tmp_path):
     rows = {row["figure"]: row for row in result["rows"]}
     assert not [name for name, row in rows.items() if row["status"] == "error"], done.stdout[-3000:]
     for prefix in ("", "GPU "):
-        assert rows[f"{prefix}per-epoch fit vs bare LightningModule (same maths)"]["value"] > 0
+        # measured (quick runs are too short for the ratio itself to mean much: it may even come out negative)
+        assert math.isfinite(rows[f"{prefix}per-epoch fit vs bare LightningModule (same maths)"]["value"])
         assert rows[f"{prefix}throughput: fit with TensorBatches vs DataLoader(TensorDataset)"]["value"] > 0
         assert rows[f"{prefix}throughput: bare LightningModule on the same batches vs that plain loop (the floor)"][
             "value"] > 0

@@ -161,7 +161,7 @@ def test_sigterm_or_ctrl_c_finishes_the_epoch_writes_it_and_resumes_bit_identica
     for line in stopped.stdout:
         output.append(line)
         if (epochs_done(line) or 0) >= 60:
-            assert not last.exists()  # nothing written on the schedule yet
+            assert torch.load(last, weights_only=True)["epoch"] == 0  # the first epoch's, none on the schedule since
             stopped.send_signal(signum)
             break
     output += stopped.stdout.readlines()
@@ -405,11 +405,9 @@ def test_nan_stops_at_once_with_one_message_and_keeps_the_last_good_checkpoint(t
     (line,) = [line for line in err.splitlines() if line.startswith("lit-regression: error:")]
     assert "training diverged at epoch 1, step 1" in line and "the training loss is inf" in line
     assert "lower learning rate" in line and "standardised inputs" in line
-    # no last.ckpt yet (the first is due after 30 s): epoch 0's, the best, held in memory, is written at the stop
-    best = versions(tmp_path)[0] / "checkpoints" / "epoch=0-step=1.ckpt"
-    assert f"the last good checkpoint is kept: {best}" in line
-    assert not (best.parent / "last.ckpt").exists()
-    checkpoint = torch.load(best, weights_only=True)
+    last = versions(tmp_path)[0] / "checkpoints" / "last.ckpt"  # written at the end of the first epoch
+    assert f"the last good checkpoint is kept: {last}" in line
+    checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["epoch"] == 0 and finite(checkpoint["state_dict"])
 
 
@@ -449,8 +447,8 @@ def test_fsync_before_the_rename_is_opt_in(fsync, tmp_path, monkeypatch):
     cli = run_cli("fit", *LINE, "--trainer.max_epochs", "3", "--plots.enabled", "false", *extra, root=tmp_path)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     writes = len(list((versions(tmp_path)[0] / "checkpoints").iterdir()))
-    # written once each when fit ends (the best one held in memory until then): last.ckpt and the best epoch's
-    assert len(synced) == (2 if fsync else 0)
+    # last.ckpt and the best epoch's at the end of the first epoch and when fit ends, not at the epoch between
+    assert len(synced) == (4 if fsync else 0)
     assert writes == 2
 
 
@@ -547,3 +545,29 @@ def test_concurrent_runs_get_separate_version_folders(tmp_path):
         assert len(list(run.glob("events.out.tfevents.*"))) == 1
         assert (run / "checkpoints" / "last.ckpt").is_file()
         assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+
+
+def test_the_best_checkpoint_named_on_disk_stays_until_its_replacement_is_written(tmp_path):
+    """A new best is held in memory until the next scheduled write: the one it replaces must stay on disk meanwhile,
+    so that a kill at any moment leaves a last.ckpt whose best checkpoint exists."""
+    import lightning as L
+
+    seen = []
+
+    class Watch(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            last = versions(tmp_path)[0] / "checkpoints" / "last.ckpt"
+            if last.exists():
+                state = torch.load(last, weights_only=True)["callbacks"]
+                (best,) = [s["best_model_path"] for k, s in state.items() if "ResumableCheckpoint" in k]
+                seen.append((trainer.current_epoch, os.path.exists(best)))
+
+    from lit_regression.cli import LitRegressionCLI
+
+    LitRegressionCLI(args=["fit", *LINE, "--model.loss", "mse", "--model.lr", "0.001", "--trainer.max_epochs", "6",
+                           "--checkpoint.every_n_seconds", "1000", "--trainer.default_root_dir", str(tmp_path),
+                           *QUIET], trainer_defaults={"callbacks": [Watch()]})
+    assert [epoch for epoch, _ in seen] == [1, 2, 3, 4, 5]  # last.ckpt from the first epoch's end on
+    assert all(exists for _, exists in seen), seen
+    files = sorted(p.name for p in (versions(tmp_path)[0] / "checkpoints").iterdir())
+    assert files == ["epoch=5-step=6.ckpt", "last.ckpt"]  # the replaced best deleted once the new one was written
