@@ -17,10 +17,10 @@
   ``ROOT/lightning_logs/version_N/checkpoints``), so that its curves continue the killed run's curves and its
   ``last.ckpt`` replaces the killed run's. The resumed run's config is saved beside the first one as
   ``config-resume-K.yaml``. The steps that the killed run logged after its last checkpoint are logged again, with
-  the same values (read the curves by step). Before a checkpoint is written the loggers save (TensorBoard's records reach
-  the file), and an epoch's record goes to them when its validation ends, so the curves of a killed run reach its
-  last checkpoint. One gap remains: without validation rows, an epoch's record goes to the loggers just after
-  that epoch's checkpoint is written, so a kill in that instant loses the points of that one epoch.
+  the same values (read the curves by step). Before a checkpoint is written the loggers save (TensorBoard's
+  records reach the file), and an epoch's record goes to them when its validation ends, so the curves of a killed
+  run reach its last checkpoint. One gap remains: without validation rows, an epoch's record goes to the loggers
+  just after that epoch's checkpoint is written, so a kill in that instant loses the points of that one epoch.
 * :func:`check_compatible` refuses, with one message, a checkpoint whose weights do not fit the model.
 """
 
@@ -181,8 +181,9 @@ class ResumableCheckpoint(OwnHooks, ModelCheckpoint):
       Ctrl-C stops the run; a SIGKILL or a power failure loses at most ``every_n_seconds`` of training. A new best
       checkpoint (``epoch=E-step=S.ckpt`` on ``val_loss``) is built when the epoch ends and held in memory until the
       next write, so an epoch that improves costs no disk write either; the best one it replaces stays on disk
-      until then, and the held one is written at any exception too (a second Ctrl-C, a crash). Lightning 2.6 alone writes ``last.ckpt`` only along with a new best,
-      so after the best epoch it would fall behind the run; ``every_n_seconds: 0`` writes both at every epoch end.
+      until then, and the held one is written at any exception too (a second Ctrl-C, a crash). Lightning 2.6
+      alone writes ``last.ckpt`` only along with a new best, so after the best epoch it would fall behind the run;
+      ``every_n_seconds: 0`` writes both at every epoch end.
     * **SIGTERM and Ctrl-C** (SLURM's pre-emption, ``kill``, a terminal): the epoch in progress finishes, the best
       checkpoint and ``last.ckpt`` are written, and ``fit`` raises :class:`Interrupted` (``lit-regression`` exits
       with 143 or 130). A second Ctrl-C stops at once, as without this callback (Lightning's own handling), with
@@ -213,7 +214,7 @@ class ResumableCheckpoint(OwnHooks, ModelCheckpoint):
         self._stale: list[str] = []  # checkpoints on disk that held ones replace: deleted when those are written
         self._holding = False  # _save_checkpoint builds into _pending instead of writing
         self._unsaved = False  # an epoch has ended since last.ckpt was written
-        self._written_at = 0.0  # time.monotonic() of the last write (or of the start of training)
+        self._written_at = -math.inf  # time.monotonic() of the last write
         self._signal: int | None = None  # SIGTERM or SIGINT received: stop at the end of this epoch
         self._handlers: dict[int, Any] = {}  # the signal handlers ours replaced, to restore
         self._trainer = None

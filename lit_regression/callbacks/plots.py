@@ -187,6 +187,11 @@ class Rows(tuple):
         self.total, self.low, self.high = total, low, high
         return self
 
+    def label(self, name: str) -> str:
+        """``name (rows)``, or ``name (random shown of rows)`` for a sample."""
+        shown = len(self[0])
+        return f"{name} ({self.total:,})" if shown == self.total else f"{name} (random {shown:,} of {self.total:,})"
+
 
 def _sampled(rows: tuple[torch.Tensor, ...], limit: int, seed: int = 0) -> Rows:
     """At most ``limit`` of the ``(x, y, predicted)`` rows, a seeded random sample in their order; all of them if
@@ -254,10 +259,10 @@ def data_and_predictions_figure(fitted: dict, curve: tuple[torch.Tensor, torch.T
     grid, grid_pred = curve
     for k, ax in enumerate(axes):
         x, y, _ = fitted["train"]
-        ax.scatter(x[:, 0], y[:, k], s=18, c=TRAIN_COLOR, label=_label(fitted["train"], "training data"), zorder=2)
+        ax.scatter(x[:, 0], y[:, k], s=18, c=TRAIN_COLOR, label=fitted["train"].label("training data"), zorder=2)
         if "val" in fitted:
             xv, yv, pv = fitted["val"]
-            ax.scatter(xv[:, 0], yv[:, k], s=60, c=HELD_OUT_COLOR, label=_label(fitted["val"], "held-out data"),
+            ax.scatter(xv[:, 0], yv[:, k], s=60, c=HELD_OUT_COLOR, label=fitted["val"].label("held-out data"),
                        zorder=2)
             ax.scatter(xv[:, 0], pv[:, k], s=36, c=PREDICTION_COLOR, marker="x", linewidths=1.5,
                        label="predictions on held-out x", zorder=3)
@@ -272,20 +277,9 @@ def data_and_predictions_figure(fitted: dict, curve: tuple[torch.Tensor, torch.T
     return figure
 
 
-def _label(rows: tuple, name: str) -> str:
-    """``name (rows)``, or ``name (random shown of rows)`` for a sample."""
-    shown = len(rows[0])
-    total = rows.total if isinstance(rows, Rows) else shown
-    return f"{name} ({total:,})" if shown == total else f"{name} (random {shown:,} of {total:,})"
-
-
-def _span(fitted: dict, k: int) -> tuple[float, float]:
+def _span(fitted: dict[str, Rows], k: int) -> tuple[float, float]:
     """The smallest and largest target or prediction of output ``k`` over every row (not only those drawn)."""
-    lows = [float(r.low[k]) if isinstance(r, Rows) else float(min(r[1][:, k].min(), r[2][:, k].min()))
-            for r in fitted.values()]
-    highs = [float(r.high[k]) if isinstance(r, Rows) else float(max(r[1][:, k].max(), r[2][:, k].max()))
-             for r in fitted.values()]
-    return min(lows), max(highs)
+    return min(float(r.low[k]) for r in fitted.values()), max(float(r.high[k]) for r in fitted.values())
 
 
 def predicted_vs_actual_figure(fitted: dict, targets: list[str]) -> Figure:
@@ -295,7 +289,7 @@ def predicted_vs_actual_figure(fitted: dict, targets: list[str]) -> Figure:
         for split, color, label in (("train", TRAIN_COLOR, "training"), ("val", HELD_OUT_COLOR, "held-out")):
             if split in fitted:
                 _, y, pred = fitted[split]
-                ax.scatter(y[:, k], pred[:, k], s=14, c=color, alpha=0.75, label=_label(fitted[split], label))
+                ax.scatter(y[:, k], pred[:, k], s=14, c=color, alpha=0.75, label=fitted[split].label(label))
         low, high = _span(fitted, k)
         ax.plot([low, high], [low, high], ls="--", c=TRUTH_COLOR, lw=1, label="predicted = actual")
         ax.set(xlabel=f"actual {targets[k]}", ylabel=f"predicted {targets[k]}",
@@ -314,7 +308,7 @@ def residuals_figure(fitted: dict, targets: list[str]) -> Figure:
             if split in fitted:
                 _, y, pred = fitted[split]
                 ax.scatter(pred[:, k], y[:, k] - pred[:, k], s=14, c=color, alpha=0.75,
-                           label=_label(fitted[split], label))
+                           label=fitted[split].label(label))
         ax.axhline(0.0, ls="--", c=TRUTH_COLOR, lw=1)
         ax.set(xlabel=f"predicted {targets[k]}", ylabel="residual (actual - predicted)",
                title=f"Residuals: {targets[k]}")

@@ -286,9 +286,6 @@ class LitModel(L.LightningModule):
         self._log_epoch("train")  # an epoch cut short (max_steps): its values are still there
         self._write_logs()
 
-    def on_train_end(self) -> None:
-        self._write_logs()  # validation after the last epoch's end (a val_check_interval of steps)
-
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
 
