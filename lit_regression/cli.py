@@ -42,7 +42,7 @@ DEFAULT_MAX_EPOCHS = 1000
 # the model's own optimizer settings, which --optimizer replaces: (argument, value that means "not set")
 MODEL_OPTIMIZER_ARGS = (("lr", None), ("optimizer", "auto"), ("weight_decay", 0.0))
 # data arguments that name files: made absolute, since they mean paths relative to the working folder
-DATA_PATH_ARGS = ("path", "predict_path")
+DATA_PATH_ARGS = ("path", "predict_path", "val_path", "test_path")
 
 
 def _as_subclass_config(hparams: dict) -> dict | None:

@@ -34,19 +34,24 @@ def least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def training_chunks(datamodule, model=None, rows: int = 65_536) -> Chunks | None:
     """One pass over the training rows as the model trains on them (scaled with the model's fitted scaling, in
-    its arithmetic), in chunks; ``None`` without training rows."""
-    train = getattr(datamodule, "splits", {}).get("train")
-    if train is None or not len(train[0]):
-        return None
-    x, y = train[0], train[1]
+    its arithmetic), in chunks; ``None`` without training rows. A datamodule that streams its rows from disk
+    gives the pass itself (``training_chunks()``)."""
+    own = getattr(datamodule, "training_chunks", None)
+    passes = own() if callable(own) else None
+    if passes is None:
+        train = getattr(datamodule, "splits", {}).get("train")
+        if train is None or not len(train[0]):
+            return None
+        x, y = train[0], train[1]
+        passes = lambda: ((x[i:i + rows], y[i:i + rows]) for i in range(0, len(x), rows))  # noqa: E731
     if model is None or not getattr(model, "_scaled", False):
-        return lambda: ((x[i:i + rows], y[i:i + rows]) for i in range(0, len(x), rows))
+        return passes
 
-    def scaled(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def scaled(chunk: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            xs, ys = (t[i:i + rows].to(model.device, model.dtype) for t in (x, y))
+            xs, ys = (t.to(model.device, model.dtype) for t in chunk)
             return model.scale_inputs(xs), model.scale_targets(ys)
-    return lambda: (scaled(i) for i in range(0, len(x), rows))
+    return lambda: (scaled(chunk) for chunk in passes())
 
 
 def _listed(t: torch.Tensor) -> list:

@@ -10,6 +10,7 @@ import pyarrow as pa
 import torch
 
 from lit_regression.datamodules.base import TensorDataModule
+from lit_regression.datamodules.streamed import TableStream
 from lit_regression.errors import InputError, say
 from lit_regression.preprocessing import STRATEGIES, Preprocessing, encoded_names, fit_levels, missing, plain
 from lit_regression.tables import (absolute_path, decimal_commas, delimiter, is_number, is_text, listing,
@@ -102,13 +103,25 @@ class TableDataModule(TensorDataModule):
         shuffle: bool = False,
         seed: int = 42,
         on_device: bool = False,
+        streaming: bool = False,
+        val_path: str | None = None,
+        test_path: str | None = None,
+        shuffle_buffer: int = 131_072,
     ) -> None:
         super().__init__(batch_size=batch_size, shuffle=shuffle, seed=seed, on_device=on_device)
         self.save_hyperparameters()
         # absolute, so that a checkpoint (which keeps these arguments) finds its tables from any working folder
         # (written into hparams: LightningCLI hands save_hyperparameters the arguments as it was given them)
-        for name, value in (("path", path), ("predict_path", predict_path)):
+        for name, value in (("path", path), ("predict_path", predict_path), ("val_path", val_path),
+                            ("test_path", test_path)):
             self.hparams[name] = absolute_path(value)
+        self.streaming = bool(streaming)
+        if streaming:
+            _check_streaming(batch_size, impute, on_device, shuffle_buffer)
+        for name, value in (("val_path", val_path), ("test_path", test_path)):
+            if value is not None and not streaming:
+                raise InputError(f"data.{name}={value!r} is read with --data.streaming true; without it, the held-out "
+                                 "rows come from data.path (data.val_fraction, data.test_fraction)")
         task = task or "regression"
         if task not in TASKS:
             raise InputError(f"data.task={task!r} is invalid: expected 'regression' or 'classification'")
@@ -169,6 +182,8 @@ class TableDataModule(TensorDataModule):
         self._roles: list[dict[str, Any]] | None = None  # every column of the training file and its role
         self._preprocessing: Preprocessing | None = None  # fitted, or loaded from a checkpoint
         self.split_rows: dict[str, np.ndarray] = {}  # rows of the training file in each split, as split
+        self._stream = TableStream(self) if streaming else None  # the sources and passes when streaming
+        self._unseen_said: set[str] = set()  # streamed columns whose unseen categories were reported
 
     # --- columns: resolved from the training file on first use, then kept in hparams (and so in checkpoints) ---
     @property
@@ -192,8 +207,13 @@ class TableDataModule(TensorDataModule):
         if self.task != "classification":
             return None
         if self.hparams.classes is None:
-            labels = self._labels(self.training_table(), self.hparams.path, "data.path")
-            found = sorted(set(labels))
+            if self._stream is not None:
+                self._resolve_columns()  # one pass reads the labels with the categorical columns
+                if self._stream.labels is None:  # the columns were known: the labels alone
+                    self._stream.scan([], self._targets[0], self.hparams.max_categories)
+                found = self._stream.labels
+            else:
+                found = sorted(set(self._labels(self.training_table(), self.hparams.path, "data.path")))
             if len(found) < 2:
                 raise InputError(
                     f"data.path={self.hparams.path!r}: target column {self._targets[0]!r} has a single class "
@@ -226,9 +246,14 @@ class TableDataModule(TensorDataModule):
                 raise InputError(f"data.categories names {listing(unknown)}, which {'is' if len(unknown) == 1 else 'are'}"
                                  f" not among the features {listing(h.features)}")
             return
-        table = self.training_table()
+        # streaming: the first rows tell the columns' kinds (Parquet types hold for the whole column); the levels
+        # of the categorical ones come from one pass over those columns alone
+        table = self._stream.source("train").sample() if self._stream is not None else self.training_table()
         names = table.column_names
         path = h.path
+        if self._stream is not None:
+            self._require(table, self._targets + ([h.id_column] if h.id_column is not None else []), path,
+                          "data.path", "target")
         if h.features is not None:
             self._require(table, list(h.features), path, "data.path", "feature")
         for arg, given in (("categorical", h.categorical), ("impute", h.impute if isinstance(h.impute, dict) else None),
@@ -248,27 +273,26 @@ class TableDataModule(TensorDataModule):
         given_levels = dict(h.categories or {})
         roles: dict[str, dict[str, Any]] = {}
         features, categories = [], {}
+        kinds = {column: _kind(table[column], column in given_levels, column in forced) for column in candidates}
+        if self._stream is not None:
+            label = self._targets[0] if self.task == "classification" and h.classes is None else None
+            self._stream.scan([c for c, k in kinds.items() if k == "categorical" and c not in given_levels], label,
+                              h.max_categories)
         for column in candidates:
-            data = table[column]
-            if column in given_levels:
-                kind = "categorical"
-            elif column not in forced and (is_number(data) or (is_text(data) and mostly_numeric(data))):
-                kind = "numeric"
-            elif column in forced or is_text(data) or pa.types.is_boolean(data.type):
-                kind = "categorical"
-            else:
-                kind = None
+            data, kind = table[column], kinds[column]
             if kind == "categorical" and column not in forced and h.decimal == "." and decimal_commas(data):
                 raise InputError(f"data.path={path!r}: column {column!r} holds numbers with a decimal comma "
                                  f"({data.drop_null()[0]}): add --data.decimal ','")
             reason = None
             if kind is None:
                 reason = f"holds {type_name(data)}"
-            elif kind == "numeric":
-                if is_number(data) and (data.null_count == len(data) or np.isnan(values(data)).all()):
+            elif kind == "numeric":  # streamed: the statistics' pass finds a column without values
+                if self._stream is None and is_number(data) and (data.null_count == len(data) or
+                                                                 np.isnan(values(data)).all()):
                     reason = "has no values"
             else:
-                levels = given_levels.get(column) or fit_levels(values(data)[train()])
+                levels = given_levels.get(column) or (self._stream.categories(column) if self._stream is not None
+                                                      else fit_levels(values(data)[train()]))
                 if not levels:
                     reason = "has no values in the training rows"
                 elif len(levels) == 1:
@@ -368,72 +392,84 @@ class TableDataModule(TensorDataModule):
             raise InputError(f"{name}={path!r} has no {what} column{plural} {listing(absent)}; its columns are: "
                              f"{listing(table.column_names)}")
 
-    def _where(self, path: str, i: int) -> str:
-        return where_row(path, i, self._sep(path))
+    def _where(self, path: str, i: int, where=None) -> str:
+        """Row ``i`` of a table read from ``path``; ``where(i)`` names it instead where given (streamed blocks)."""
+        return where(i) if where is not None else where_row(path, i, self._sep(path))
 
-    def _labels(self, table, path: str, name: str) -> list:
+    def _labels(self, table, path: str, name: str, where=None) -> list:
         """The label column as plain Python values (ints stay ints)."""
         column = table[self._targets[0]]
         labels = column.to_pylist()
         if column.null_count:
             i = next(i for i, v in enumerate(labels) if v is None)
             raise InputError(f"{name}={path!r}: target column {self._targets[0]!r} has an empty (or NaN) label at "
-                             f"{self._where(path, i)}")
+                             f"{self._where(path, i, where)}")
         return labels
 
-    def _numbers(self, table, column: str, path: str, name: str, what: str) -> np.ndarray:
+    def _numbers(self, table, column: str, path: str, name: str, what: str, where_=None) -> np.ndarray:
         """A numeric column as float64 (NaN for empty cells); a text cell raises, naming the file, column, row."""
         def where(i: int, value) -> InputError:
             if value is None:
                 return InputError(f"{name}={path!r}: {what} column {column!r} holds {type_name(table[column])}; "
                                   f"{what} columns must hold numbers")
             return InputError(f"{name}={path!r}: {what} column {column!r} has a non-numeric value {str(value)!r} at "
-                              f"{self._where(path, i)}; {what} columns must hold numbers only")
+                              f"{self._where(path, i, where_)}; {what} columns must hold numbers only")
         return numbers(table[column], where)
 
-    def _check_cells(self, values: np.ndarray, column: str, path: str, name: str, what: str, hint: str) -> None:
+    def _check_cells(self, values: np.ndarray, column: str, path: str, name: str, what: str, hint: str,
+                     where=None) -> None:
         gaps = missing(values)
         if gaps.any():
             i = int(np.flatnonzero(gaps)[0])
             raise InputError(f"{name}={path!r}: {what} column {column!r} has an empty (or NaN) cell at "
-                             f"{self._where(path, i)}; {hint}")
+                             f"{self._where(path, i, where)}; {hint}")
         if values.dtype.kind == "f":
             bad = np.flatnonzero(~np.isfinite(values))
             if len(bad):
                 i = int(bad[0])
                 raise InputError(f"{name}={path!r}: {what} column {column!r} has the non-finite value {values[i]} at "
-                                 f"{self._where(path, i)}; fill in or drop that row")
+                                 f"{self._where(path, i, where)}; fill in or drop that row")
 
-    def _targets_of(self, table) -> np.ndarray:
-        """Training targets: float64 ``(rows, targets)``, or class indices ``(rows, 1)`` for classification."""
-        path = self.hparams.path
+    def _targets_of(self, table, path: str | None = None, name: str = "data.path", where=None) -> np.ndarray:
+        """Training targets: float64 ``(rows, targets)``, or class indices ``(rows, 1)`` for classification;
+        ``path`` and ``name`` are what messages call the table (the training path), ``where`` as in
+        :meth:`_where`."""
+        path = path or self.hparams.path
         if self.task == "regression":
             out = np.empty((table.num_rows, len(self._targets)), dtype=np.float64)
             for j, column in enumerate(self._targets):
                 data = table[column]
                 if is_text(data) and not mostly_numeric(data):
                     sample = listing(data.drop_null().unique().to_pylist()[:3])
-                    raise InputError(f"data.path={path!r}: target column {column!r} holds text ({sample}, ...), which a "
+                    raise InputError(f"{name}={path!r}: target column {column!r} holds text ({sample}, ...), which a "
                                      "regression model cannot predict; for classes use --model LogisticRegression")
-                out[:, j] = self._numbers(table, column, path, "data.path", "target")
-                self._check_cells(out[:, j], column, path, "data.path", "target", "fill in or drop that row")
+                out[:, j] = self._numbers(table, column, path, name, "target", where)
+                self._check_cells(out[:, j], column, path, name, "target", "fill in or drop that row", where)
             return out
         classes = self.classes
         index = {_key(c): i for i, c in enumerate(classes)}
-        labels = self._labels(table, path, "data.path")
+        labels = self._labels(table, path, name, where)
         out = np.empty((len(labels), 1), dtype=np.float64)
         for i, label in enumerate(labels):
             k = index.get(_key(label))
             if k is None:
                 raise InputError(
-                    f"data.path={path!r}: label {label!r} in column {self._targets[0]!r} at {self._where(path, i)} "
+                    f"{name}={path!r}: label {label!r} in column {self._targets[0]!r} at {self._where(path, i, where)} "
                     f"is not one of data.classes={classes!r}"
                 )
             out[i, 0] = k
         return out
 
     def load_training(self) -> None:
-        """Read the training table's targets and split its rows into ``train``, ``val`` and ``test``."""
+        """Read the training table's targets and split its rows into ``train``, ``val`` and ``test``. Streaming:
+        count the rows of each split (from the row index: nothing is read)."""
+        if self._stream is not None:
+            if not self._stream.n_rows("train"):
+                h = self.hparams
+                raise InputError(f"data.val_fraction={h.val_fraction!r} and data.test_fraction={h.test_fraction!r} "
+                                 f"leave no training rows out of the {self._stream.source('train').num_rows} of "
+                                 f"data.path={h.path!r}")
+            return
         if self.split_rows:
             return
         from sklearn.model_selection import train_test_split
@@ -472,14 +508,16 @@ class TableDataModule(TensorDataModule):
             return dict(impute)
         return {feature: impute for feature in self.input_columns}
 
-    def _cells(self, table, column: str, path: str, name: str) -> np.ndarray:
+    def _cells(self, table, column: str, path: str, name: str, where=None) -> np.ndarray:
         """A feature column's cells: float64 for a numeric feature, values for a categorical one."""
         if column in self.hparams.categories:
             return values(table[column])
-        return self._numbers(table, column, path, name, "feature")
+        return self._numbers(table, column, path, name, "feature", where)
 
     def fit_preprocessing(self) -> Preprocessing:
         """Imputation, categories and standardisation, fitted on the training rows unless already known."""
+        if self._preprocessing is None and self._stream is not None:
+            self._preprocessing = self._streamed_preprocessing()
         if self._preprocessing is None:
             self.load_training()
             table, train = self.training_table(), self.split_rows["train"]
@@ -494,7 +532,28 @@ class TableDataModule(TensorDataModule):
                 self.hparams.standardize, targets)
         return self._preprocessing
 
+    def _streamed_preprocessing(self) -> Preprocessing:
+        """The preprocessing from one pass over the training rows, shared out among the processes."""
+        h, path = self.hparams, self.hparams.path
+        strategies = self._strategies()
+        hint = "fill it in, drop that row, or use --data.impute mean"
+
+        def cells(table, column: str, where) -> np.ndarray:
+            return self._numbers(table, column, path, "data.path", "feature", where)
+
+        def check(cells: np.ndarray, column: str, where) -> None:
+            self._check_cells(cells, column, path, "data.path", "feature", hint, where)
+
+        def targets(table, where) -> np.ndarray:
+            return self._targets_of(table, where=where)
+
+        scaled = h.standardize_target and self.task == "regression"
+        return self._stream.preprocessing(list(self.input_columns), dict(h.categories), strategies, h.standardize,
+                                          cells, check, targets if scaled else None)
+
     def state_dict(self) -> dict[str, Any]:
+        if self._stream is not None:  # streamed: fitted when fit starts (a pass over the data), never here
+            return self._preprocessing.state() if self._preprocessing is not None else {}
         if self._preprocessing is None and self.split_rows:
             self.fit_preprocessing()
         return self._preprocessing.state() if self._preprocessing is not None else {}
@@ -576,6 +635,8 @@ class TableDataModule(TensorDataModule):
 
     @property
     def n_train(self) -> int:
+        if self._stream is not None:
+            return self._stream.n_rows("train")
         train = self.split_rows.get("train")
         return len(train) if train is not None else super().n_train
 
@@ -583,26 +644,104 @@ class TableDataModule(TensorDataModule):
         # read the data now; encode it when a dataloader is asked for, since Lightning loads the checkpoint's
         # preprocessing (load_state_dict) after setup
         self._check_task()
+        h = self.hparams
         if stage == "predict":
-            self.predict_table()
+            self._predict_source()
         else:
             self.load_training()
             if stage == "fit":
                 say(self.describe_columns())
-                if self.hparams.predict_path is not None:
-                    self.predict_table()  # a bad predict file fails before training rather than after
-            if stage == "test" and not self.hparams.test_fraction:
-                say(f"test runs on the {len(self.split_rows['val'])} validation rows: data.test_fraction is 0 (give "
-                    "it a fraction to hold out rows for test alone)")
+                if self._stream is not None:
+                    say(self._stream.describe())
+                if h.predict_path is not None:
+                    self._predict_source()  # a bad predict file fails before training rather than after
+            if stage == "test" and not h.test_fraction and h.test_path is None:
+                rows = self._stream.n_rows("val") if self._stream is not None else len(self.split_rows["val"])
+                say(f"test runs on the {rows} validation rows: data.test_fraction is 0 (give it a fraction to hold "
+                    "out rows for test alone)")
         self.splits = {}
 
+    def _predict_source(self):
+        """The table to predict, checked for the feature columns: read whole, or (streaming) its files' schema."""
+        if self._stream is None:
+            return self.predict_table()
+        h = self.hparams
+        if h.predict_path is not None:
+            needed = list(self.input_columns) + ([h.id_column] if h.id_column is not None else [])
+            self._require(self._stream.source("predict"), needed, h.predict_path, "data.predict_path", "feature")
+        return self._stream.source("predict")
+
+    # --- streaming: blocks of rows decoded as they are read -----------------------------------------------------
+    def _streamed_batches(self, split: str, train: bool):
+        """The loader of a streamed split: ``(x, y, global rows)`` batches, or ``(x, global rows, columns)`` to
+        predict, where ``columns`` (pyarrow) are the id column or the features as given, for the predictions."""
+        h = self.hparams
+        features = list(self.input_columns)
+        self.fit_preprocessing()
+        if split == "predict":
+            path, name = (h.predict_path, "data.predict_path") if h.predict_path else (h.path, "data.path")
+            kept = [h.id_column] if h.id_column is not None else features
+            columns = list(dict.fromkeys(features + kept))
+
+            def decode(table, piece, offset, rows):
+                x = self._encoded_block(table, path, name, self._stream.where(piece, offset))
+                return torch.from_numpy(x), torch.from_numpy(rows), table.select(kept)
+        else:
+            arg = {"val": "val_path", "test": "test_path"}.get(split)
+            path, name = (h[arg], f"data.{arg}") if arg and h[arg] is not None else (h.path, "data.path")
+
+            def decode(table, piece, offset, rows):
+                where = self._stream.where(piece, offset)
+                x = self._encoded_block(table, path, name, where)
+                y = np.ascontiguousarray(self._targets_of(table, path, name, where), dtype=np.float32)
+                return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(rows)
+            columns = features + self._targets
+        return self._stream.batches(split, decode, columns, train=train)
+
+    def _encoded_block(self, table, path: str, name: str, where) -> np.ndarray:
+        """The model inputs of a streamed block: float32 ``(rows, inputs)``; a column's levels not seen in training
+        are encoded as all zeros and reported once."""
+        state = self._preprocessing
+        hint = ("fill it in, drop that row, or use --data.impute mean" if not state.fill else
+                "fill it in or drop that row (this column is not imputed)")
+        out = np.empty((table.num_rows, len(state.names)), dtype=np.float32)
+        for feature, cols in state.columns.items():
+            cells = state.filled(feature, self._cells(table, feature, path, name, where))
+            self._check_cells(cells, feature, path, name, "feature", hint, where)
+            out[:, cols], unseen = state.encode(feature, cells)
+            if unseen is not None and unseen.any() and feature not in self._unseen_said:
+                self._unseen_said.add(feature)
+                i = int(np.flatnonzero(unseen)[0])
+                say(f"{name}={path!r}: column {feature!r} has categories not seen in training (first "
+                    f"{plain(cells[i])!r} at {where(i)}); encoded as all zeros", warning=True)
+        return out
+
+    def training_chunks(self, rows: int = 65_536):
+        """One pass over the training rows (streaming: read from disk) as ``(x, y)`` chunks, for the report."""
+        if self._stream is None:
+            return None
+        path = self.hparams.path
+
+        def decode(table, piece, offset, index):
+            where = self._stream.where(piece, offset)
+            x = self._encoded_block(table, path, "data.path", where)
+            y = np.ascontiguousarray(self._targets_of(table, where=where), dtype=np.float32)
+            return torch.from_numpy(x), torch.from_numpy(y), None
+        self.fit_preprocessing()
+        return self._stream.chunks(decode, list(self.input_columns) + self._targets)
+
     def _batches(self, split: str, train: bool = False):
+        if self._stream is not None:
+            return self._streamed_batches(split, train)
         if split not in self.splits:  # encoded when first asked for: predict rows only by predict
             self.splits.update(self._predict_split() if split == "predict" else self._training_splits())
         return super()._batches(split, train)
 
-    def feature_columns(self) -> dict[str, Any]:
-        """The predicted rows' columns as given (pyarrow columns): the id column, or the feature columns."""
+    def feature_columns(self) -> dict[str, Any] | None:
+        """The predicted rows' columns as given (pyarrow columns): the id column, or the feature columns (streaming:
+        ``None``, the predict batches carry them)."""
+        if self._stream is not None:
+            return None
         table = self.predict_table()
         names = [self.hparams.id_column] if self.hparams.id_column is not None else list(self.input_columns)
         return {name: table[name] for name in names}
@@ -616,6 +755,32 @@ class TableDataModule(TensorDataModule):
                 f"model {type(model).__name__} does {model_task} but data.task={self.task!r}: choose a matching "
                 "pair (LogisticRegression for classification, a regression model otherwise)"
             )
+
+
+def _kind(data, given_levels: bool, forced: bool) -> str | None:
+    """A column's kind from its cells: ``numeric``, ``categorical`` or ``None`` (no feature)."""
+    if given_levels:
+        return "categorical"
+    if not forced and (is_number(data) or (is_text(data) and mostly_numeric(data))):
+        return "numeric"
+    if forced or is_text(data) or pa.types.is_boolean(data.type):
+        return "categorical"
+    return None
+
+
+def _check_streaming(batch_size: int | None, impute, on_device: bool, shuffle_buffer: int) -> None:
+    """Arguments that streaming cannot take, each refused in one line."""
+    if batch_size is None:
+        raise InputError("data.streaming needs data.batch_size: the rows are read from disk a batch at a time "
+                         "(e.g. --data.batch_size 65536)")
+    if "median" in (impute.values() if isinstance(impute, dict) else [impute]):
+        raise InputError(f"data.impute={impute!r}: the median is not available with data.streaming (an exact median "
+                         "needs every value in memory); use mean")
+    if on_device:
+        raise InputError("data.on_device keeps tables in device memory; with data.streaming they are read from disk "
+                         "every epoch: leave one of them off")
+    if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int) or shuffle_buffer < 1:
+        raise InputError(f"data.shuffle_buffer={shuffle_buffer!r} is invalid: expected a whole number of rows >= 1")
 
 
 def _key(label: Any) -> Any:

@@ -197,7 +197,7 @@ class LitModel(L.LightningModule):
         return total
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        x, y = batch
+        x, y = batch[0], batch[1]  # streamed batches carry their global row index third
         outputs = self.net(self.scale_inputs(x))
         loss = self.compute_loss(outputs, self.scale_targets(y))
         if stage != "train" or not self._counted:  # L-BFGS: count the loss at the step's starting point only
@@ -329,10 +329,14 @@ class LitModel(L.LightningModule):
         """The trainer's datamodule; ``None`` outside a trainer or without one."""
         return self.trainer.datamodule if self._trainer is not None else None
 
-    def setup(self, stage: str) -> None:
+    def on_fit_start(self) -> None:
+        # after a resumed fit's checkpoint is loaded: its datamodule then has the saved preprocessing, so a
+        # streamed table is not read again for it (and the values are the checkpoint's own)
         scaling = getattr(self._datamodule, "scaling", None)
-        if stage == "fit" and scaling is not None:  # a resumed fit then loads the checkpoint's (the same values)
+        if scaling is not None:
             self.set_scaling(scaling())
+
+    def setup(self, stage: str) -> None:
         if stage == "fit" and self.hparams.l2 is None:
             n_train = getattr(self._datamodule, "n_train", None)
             if not n_train and self.default_l2(1):

@@ -1,0 +1,257 @@
+"""The streaming half of :class:`~lit_regression.datamodules.TableDataModule` (``--data.streaming true``): Parquet
+files read from disk in record batches every epoch (see :mod:`lit_regression.streaming`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from lit_regression.errors import InputError
+from lit_regression.preprocessing import Preprocessing, fit_levels, plain
+from lit_regression.streaming import (ColumnStats, ParquetSource, Piece, Split, StreamBatches, assign, gathered,
+                                      held_out)
+from lit_regression.tables import values
+
+SOURCES = {"train": ("path", "data.path"), "val": ("val_path", "data.val_path"), "test": ("test_path", "data.test_path"),
+           "predict": ("predict_path", "data.predict_path")}
+
+
+class TableStream:
+    """What :class:`TableDataModule` does differently when streaming: the sources, the split, the two passes
+    over the training rows (categories and labels when the columns are first needed, the numeric statistics when
+    ``fit`` starts) and the loaders. ``datamodule`` gives the arguments and the encoding of cells."""
+
+    def __init__(self, datamodule) -> None:
+        self.dm = datamodule
+        self._sources: dict[str, ParquetSource] = {}
+        self._counts: dict[str, list[int]] = {}
+        self.levels: dict[str, Counter] | None = None  # value counts of the categorical columns (training rows)
+        self.labels: list | None = None  # distinct labels of the label column (all rows)
+
+    # --- sources and splits -------------------------------------------------------------------------------------
+    def source(self, split: str) -> ParquetSource:
+        """The files a split reads: its own path where given, else the training path."""
+        h = self.dm.hparams
+        arg, name = SOURCES[split]
+        if h.get(arg) is None:
+            arg, name = SOURCES["train"]
+        if arg not in self._sources:
+            self._sources[arg] = ParquetSource(h[arg], name)
+        return self._sources[arg]
+
+    def split(self, split: str) -> Split:
+        """The rows of :meth:`source` that ``split`` takes."""
+        h = self.dm.hparams
+        if split == "test" and h.test_path is None and not h.test_fraction:
+            split = "val"  # as in memory: test runs on the validation rows
+        if split == "predict" or (split != "train" and h.get(SOURCES[split][0]) is not None):
+            return Split()
+        return held_out(h.val_fraction, h.test_fraction, self.dm.seed, h.val_path is not None,
+                        h.test_path is not None)[split]
+
+    def _resolved(self, split: str) -> str:
+        h = self.dm.hparams
+        return "val" if split == "test" and h.test_path is None and not h.test_fraction else split
+
+    def counts(self, split: str) -> list[int]:
+        """Rows of each piece in the split (from the row index alone: nothing is read)."""
+        split = self._resolved(split)
+        if split not in self._counts:
+            source, rows = self.source(split), self.split(split)
+            self._counts[split] = [rows.count(p) for p in source.pieces]
+        return self._counts[split]
+
+    def n_rows(self, split: str) -> int:
+        return sum(self.counts(split))
+
+    def where(self, piece: Piece, offset: int) -> Callable[[int], str]:
+        """``where(i)`` names row ``i`` of a block read at ``offset`` of ``piece``: file, row group and row."""
+        return lambda i: f"{piece.where()}, row {offset + i} (global row {piece.start + offset + i})"
+
+    @staticmethod
+    def blocks(source: ParquetSource, piece: Piece, mask: np.ndarray | None,
+               columns: list[str]) -> Iterator[tuple[int, pa.Table, np.ndarray]]:
+        """``(offset, table, global rows)`` of the piece's rows in ``mask`` (``None``: all), ``columns`` only."""
+        for offset, table in source.read(piece, columns):
+            index = np.arange(piece.start + offset, piece.start + offset + table.num_rows)
+            if mask is not None:
+                keep = mask[offset:offset + table.num_rows]
+                table, index = table.filter(pa.array(keep)), index[keep]
+            yield offset, table, index
+
+    def _read(self, source: ParquetSource, rows: Split, pieces: list[int],
+              columns: list[str]) -> Iterator[tuple[Piece, int, pa.Table, np.ndarray]]:
+        """``(piece, offset, table, global rows)`` of the ``rows`` of ``pieces`` of ``source``."""
+        for i in pieces:
+            piece = source.pieces[i]
+            for offset, table, index in self.blocks(source, piece, rows.mask(piece.start, piece.rows), columns):
+                yield piece, offset, table, index
+
+    def describe(self) -> str:
+        """One line: what is streamed and how it is split and batched."""
+        source, h = self.source("train"), self.dm.hparams
+        files = len(source.files)
+        parts = [f"{self.n_rows('train'):,} training"]
+        for split, arg in (("val", "val_path"), ("test", "test_path")):
+            if h.get(arg) is not None:
+                parts.append(f"{self.n_rows(split):,} {'validation' if split == 'val' else 'test'} (data.{arg})")
+            elif self.split(split).high > self.split(split).low:
+                parts.append(f"{self.n_rows(split):,} {'validation' if split == 'val' else 'test'}")
+        shuffled = f", shuffled within windows of {h.shuffle_buffer:,} rows" if self.dm.shuffle else ""
+        return (f"Streaming data.path: {source.num_rows:,} rows in {files} file{'s' * (files > 1)} "
+                f"({len(source.pieces)} row groups), read from disk every epoch: {', '.join(parts)} rows (held out by "
+                f"a hash of the row index and the seed); batches of {self.dm.batch_size:,} rows{shuffled}")
+
+    # --- the first pass: categories and labels ------------------------------------------------------------------
+    def scan(self, categorical: list[str], label: str | None, limit: int) -> None:
+        """Count the values of the ``categorical`` columns over the training rows (a column stops being counted
+        past ``limit`` distinct values) and collect the distinct labels over all rows of the training path.
+        Every process reads these columns alone; a table without them is not read at all."""
+        counts = {c: Counter() for c in categorical}
+        labels: set = set()
+        source = self.source("train")
+        train = self.split("train")
+        columns = list(dict.fromkeys(categorical + ([label] if label else [])))
+        if columns:
+            everything = list(range(len(source.pieces)))
+            for piece, offset, table, _ in self._read(source, Split() if label else train, everything, columns):
+                if label:
+                    column = table[label]
+                    if column.null_count:
+                        i = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+                        raise InputError(f"data.path={source.path!r}: target column {label!r} has an empty label at "
+                                         f"{self.where(piece, offset)(i)}")
+                    labels.update(column.unique().to_pylist())
+                    mask = train.mask(piece.start + offset, table.num_rows)
+                    if mask is not None:
+                        table = table.filter(pa.array(mask))
+                for c in categorical:
+                    if len(counts[c]) <= limit:
+                        counts[c].update(values(table[c]).tolist())
+        for counter in counts.values():
+            for empty in [v for v in counter if v is None or (isinstance(v, float) and np.isnan(v))]:
+                del counter[empty]
+        self.levels = {**(self.levels or {}), **counts}
+        if label:
+            self.labels = sorted(labels, key=lambda v: (isinstance(v, str), v))
+
+    def categories(self, column: str) -> list:
+        """The sorted distinct values of a categorical column in the training rows, as scikit-learn sorts them."""
+        counter = self.levels[column]
+        return fit_levels(np.array(list(counter), dtype=object)) if counter else []
+
+    # --- the second pass: numeric statistics --------------------------------------------------------------------
+    def preprocessing(self, features: list[str], categories: dict[str, list], strategies: dict[str, str],
+                      standardize: bool, cells: Callable, check: Callable,
+                      targets: Callable | None) -> Preprocessing:
+        """Imputation values, means and scales of the numeric features (and targets), exact: each process reads
+        its share of the pieces, the pieces' statistics are gathered and merged in piece order. ``cells(table,
+        column, where)`` gives a feature's float64 cells, ``check(cells, column, where)`` refuses empty or
+        non-finite ones, ``targets(table, where)`` gives the float64 targets (checked)."""
+        trainer = self.dm.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        numeric = [f for f in features if f not in categories]
+        uncounted = [f for f in categories if strategies.get(f, "none") != "none" and f not in (self.levels or {})]
+        if uncounted:  # categories given as arguments: their most frequent level is still to be counted
+            self.scan(uncounted, None, max(len(categories[f]) for f in uncounted))
+        mine: dict[int, tuple] = {}
+        error = None
+        try:
+            share = assign(self.counts("train"), world)[rank]
+            source = self.source("train")
+            for piece, offset, table, _ in self._read(source, self.split("train"), share,
+                                                      numeric + list(self.dm.target_names)):
+                where = self.where(piece, offset)
+                block = np.empty((table.num_rows, len(numeric)))
+                for j, column in enumerate(numeric):
+                    block[:, j] = cells(table, column, where)
+                    imputed = strategies.get(column, "none") != "none"
+                    check(np.where(np.isnan(block[:, j]), 0.0, block[:, j]) if imputed else block[:, j], column, where)
+                stats = ColumnStats.of(block)
+                target_stats = ColumnStats.of(targets(table, where)) if targets is not None else None
+                index = source.pieces.index(piece)
+                if index in mine:
+                    mine[index][0].merge(stats)
+                    if target_stats is not None:
+                        mine[index][1].merge(target_stats)
+                else:
+                    mine[index] = (stats, target_stats)
+        except InputError as err:
+            error = str(err)
+        parts = gathered((error, mine), trainer)
+        errors = [e for e, _ in parts if e]
+        if errors:
+            raise InputError(errors[0])
+        merged: dict[int, tuple] = {}
+        for _, part in parts:
+            merged.update(part)
+        stats, target_stats = ColumnStats(len(numeric)), ColumnStats(len(self.dm.target_names))
+        for i in sorted(merged):
+            stats.merge(merged[i][0])
+            if targets is not None:
+                target_stats.merge(merged[i][1])
+        rows = self.n_rows("train")
+        out = Preprocessing(features, categories)
+        mean, scale = [], []
+        for feature in features:
+            strategy = strategies.get(feature, "none")
+            if feature in categories:
+                counter = self.levels.get(feature) or Counter()
+                if strategy != "none" and counter:
+                    top = max(counter.values())
+                    out.fill[feature] = plain(min(v for v, c in counter.items() if c == top))
+                mean += [0.0] * len(categories[feature])
+                scale += [1.0] * len(categories[feature])
+                continue
+            j = numeric.index(feature)
+            if stats.n[j] == 0:
+                raise InputError(f"data.path={self.source('train').path!r}: feature column {feature!r} has no values in "
+                                 "the training rows")
+            if strategy != "none":
+                out.fill[feature] = float(stats.mean[j])
+            mean.append(float(stats.mean[j]))
+            scale.append(float(stats.scale(rows)[j]))  # filled cells add rows at the mean: no deviation
+        if standardize:
+            out.mean, out.scale = mean, scale
+        if targets is not None:
+            out.target_mean, out.target_scale = target_stats.mean.tolist(), target_stats.scale(rows).tolist()
+        return out
+
+    # --- loaders ------------------------------------------------------------------------------------------------
+    def batches(self, split: str, decode: Callable[[pa.Table, Piece, int, np.ndarray], tuple],
+                columns: list[str], train: bool = False) -> StreamBatches | list:
+        """The loader of a split: ``decode(table, piece, offset, global rows)`` turns a block into a chunk."""
+        counts = self.counts(split)
+        if not sum(counts):
+            return []
+        source, rows = self.source(self._resolved(split)), self.split(self._resolved(split))
+        trainer = self.dm.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+        def chunks(piece: Piece, mask: np.ndarray | None) -> Iterator[tuple]:
+            for offset, table, index in self.blocks(source, piece, mask, columns):
+                if table.num_rows:
+                    yield decode(table, piece, offset, index)
+
+        h = self.dm.hparams
+        return StreamBatches(source.pieces, counts, chunks, lambda p: rows.mask(p.start, p.rows),
+                             batch_size=self.dm.batch_size, shuffle=train and self.dm.shuffle,
+                             window=h.shuffle_buffer, seed=self.dm.seed, rank=rank, world_size=world, equal=train)
+
+    def chunks(self, decode: Callable, columns: list[str]) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+        """One pass over all training rows in order, on this process alone, as ``(x, y)`` chunks (the report's
+        exact optimum)."""
+        source = self.source("train")
+        everything = list(range(len(source.pieces)))
+
+        def passes() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for piece, offset, table, index in self._read(source, self.split("train"), everything, columns):
+                if table.num_rows:
+                    x, y, _ = decode(table, piece, offset, index)
+                    yield x, y
+        return passes
+

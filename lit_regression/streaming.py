@@ -1,0 +1,457 @@
+"""Tables bigger than memory: Parquet files read from disk in record batches every epoch, never held whole.
+
+* :class:`ParquetSource`: a Parquet file, a folder of them or a glob, checked to share one schema, seen as one
+  table whose rows are numbered across the files in sorted order (the *global row index*) and cut into pieces,
+  one per row group.
+* :func:`held_out`: the split of a row, from a hash of its global row index and the seed, so that no process
+  needs to hold a list of rows and every process draws the same split.
+* :func:`assign`: which process reads which pieces, balanced by the rows each serves.
+* :class:`StreamBatches`: the loader that Lightning iterates: this process's pieces, decoded by a reading thread
+  while the model trains on the rows before them, shuffled within a bounded window, cut into the same number of
+  batches on every process.
+* :class:`ColumnStats`: count, mean and sum of squared deviations of numeric columns, merged exactly (Chan et
+  al.'s pairwise update) across pieces and processes.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from lit_regression.batches import InOrder
+from lit_regression.errors import InputError
+from lit_regression.tables import PARQUET, listing
+
+READ_ROWS = 65_536  # rows decoded at a time from a row group (pyarrow's record batches)
+
+
+# --- the files ----------------------------------------------------------------------------------------------------
+def parquet_files(path: str, name: str) -> list[str]:
+    """The Parquet files that ``path`` names: itself, the ``*.parquet``/``*.pq`` files under a folder (sorted,
+    hidden and ``_``-prefixed names skipped, as pyarrow's datasets do), or the files a glob matches (sorted)."""
+    if any(c in path for c in "*?["):
+        files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+        if not files:
+            raise InputError(f"{name}={path!r} matches no file")
+        return files
+    if os.path.isdir(path):
+        files = []
+        for folder, dirs, names in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+            files += [os.path.join(folder, n) for n in names
+                      if not n.startswith((".", "_")) and os.path.splitext(n)[1].lower() in PARQUET]
+        if not files:
+            raise InputError(f"{name}={path!r} is a folder without Parquet files (*.parquet, *.pq)")
+        return sorted(files)
+    if not os.path.exists(path):
+        raise InputError(f"{name}={path!r}: no such file or folder")
+    if os.path.splitext(path)[1].lower() not in PARQUET:
+        raise InputError(f"{name}={path!r} is not Parquet: data.streaming reads Parquet files (*.parquet, *.pq), a "
+                         "folder of them or a glob; convert the table, or leave data.streaming off")
+    return [path]
+
+
+def kind(t: pa.DataType) -> str:
+    """What a column type means here: ``number``, ``text``, ``bool`` or the type itself; types of one kind agree
+    across files (a column of whole numbers in one file may be float in another)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "number"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "text"
+    if pa.types.is_boolean(t):
+        return "bool"
+    return str(t)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One row group: ``rows`` rows from global row index ``start`` on."""
+
+    file: str
+    group: int
+    start: int
+    rows: int
+
+    def where(self) -> str:
+        return f"{self.file!r}, row group {self.group}"
+
+
+class ParquetSource:
+    """The Parquet files of ``path`` as one table (see the module docstring); ``name`` is the argument that gave
+    it (``data.path``), for messages."""
+
+    def __init__(self, path: str, name: str) -> None:
+        import pyarrow.parquet as pq
+
+        self.path, self.name = path, name
+        self.files = parquet_files(path, name)
+        self.pieces: list[Piece] = []
+        self.schema: pa.Schema | None = None
+        start = 0
+        for file in self.files:
+            try:
+                meta = pq.ParquetFile(file)
+            except (OSError, pa.ArrowException) as err:
+                raise InputError(f"{name}={path!r}: {file!r} is not a readable Parquet file ({err})") from None
+            schema = meta.schema_arrow
+            if self.schema is None:
+                self.schema = schema
+            else:
+                self._check_schema(file, schema)
+            for group in range(meta.num_row_groups):
+                rows = meta.metadata.row_group(group).num_rows
+                if rows:
+                    self.pieces.append(Piece(file, group, start, rows))
+                    start += rows
+        self.num_rows = start
+        if not self.num_rows:
+            raise InputError(f"{name}={path!r} has no rows ({len(self.files)} file{'s' * (len(self.files) > 1)})")
+
+    def _check_schema(self, file: str, schema: pa.Schema) -> None:
+        first = self.files[0]
+        for field in self.schema:
+            if field.name not in schema.names:
+                raise InputError(f"{self.name}={self.path!r}: the files' schemas disagree: {file!r} has no column "
+                                 f"{field.name!r}, which {first!r} has")
+            other = schema.field(field.name).type
+            if kind(other) != kind(field.type):
+                raise InputError(f"{self.name}={self.path!r}: the files' schemas disagree: column {field.name!r} holds "
+                                 f"{other} in {file!r} but {field.type} in {first!r}")
+        extra = [n for n in schema.names if n not in self.schema.names]
+        if extra:
+            raise InputError(f"{self.name}={self.path!r}: the files' schemas disagree: {file!r} has the column"
+                             f"{'s' * (len(extra) > 1)} {listing(extra)}, which {first!r} lacks")
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.schema.names)
+
+    def read(self, piece: Piece, columns: list[str], rows: int = READ_ROWS) -> Iterator[tuple[int, pa.Table]]:
+        """The piece's ``columns`` in record batches of at most ``rows`` rows: ``(offset in the piece, table)``;
+        dictionary columns decoded to their values."""
+        import pyarrow.parquet as pq
+
+        from lit_regression.tables import dense
+
+        try:
+            reader = pq.ParquetFile(piece.file)
+            offset = 0
+            for batch in reader.iter_batches(batch_size=rows, row_groups=[piece.group], columns=columns,
+                                             use_threads=True):
+                table = dense(pa.Table.from_batches([batch]))
+                yield offset, table
+                offset += table.num_rows
+        except (OSError, pa.ArrowException) as err:
+            raise InputError(f"{self.name}={self.path!r}: cannot read {piece.where()} ({err})") from None
+
+    def sample(self, rows: int = 10_000) -> pa.Table:
+        """The first ``rows`` rows of the first piece (to tell numeric text from categories)."""
+        return next(self.read(self.pieces[0], self.column_names, rows))[1]
+
+
+# --- the held-out split -------------------------------------------------------------------------------------------
+def uniform(start: int, count: int, seed: int) -> np.ndarray:
+    """A number in [0, 1) for each global row index ``start .. start + count - 1``: splitmix64 of the index and
+    the seed, the same on every machine and process."""
+    with np.errstate(over="ignore"):
+        z = np.arange(start, start + count, dtype=np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which rows of a source a split takes: those whose :func:`uniform` number lies in ``[low, high)``."""
+
+    low: float = 0.0
+    high: float = 1.0
+    seed: int = 0
+
+    @property
+    def everything(self) -> bool:
+        return self.low <= 0.0 and self.high >= 1.0
+
+    def mask(self, start: int, count: int) -> np.ndarray | None:
+        """The rows of ``start .. start + count - 1`` in the split; ``None`` when that is all of them."""
+        if self.everything:
+            return None
+        u = uniform(start, count, self.seed)
+        return (u >= self.low) & (u < self.high)
+
+    def count(self, piece: Piece) -> int:
+        mask = self.mask(piece.start, piece.rows)
+        return piece.rows if mask is None else int(mask.sum())
+
+
+def held_out(val_fraction: float, test_fraction: float, seed: int, val_path: bool, test_path: bool) -> dict[str, Split]:
+    """The rows of the training source in each split: ``[0, val)`` validation, ``[val, val + test)`` test, the
+    rest training; a split that has its own path takes no rows of the training source."""
+    val = 0.0 if val_path else val_fraction
+    test = 0.0 if test_path else test_fraction
+    return {"train": Split(val + test, 1.0, seed), "val": Split(0.0, val, seed), "test": Split(val, val + test, seed)}
+
+
+def assign(counts: list[int], world_size: int, order: list[int] | None = None) -> list[list[int]]:
+    """Pieces (by index) for each process, in ``order``: each piece goes to the process with the fewest rows so
+    far (the lowest rank among equals), so the processes' rows differ by at most one piece's."""
+    shares: list[list[int]] = [[] for _ in range(world_size)]
+    rows = [0] * world_size
+    for i in (order if order is not None else range(len(counts))):
+        if not counts[i]:
+            continue
+        r = min(range(world_size), key=rows.__getitem__)
+        shares[r].append(i)
+        rows[r] += counts[i]
+    return shares
+
+
+# --- exact column statistics --------------------------------------------------------------------------------------
+class ColumnStats:
+    """Per column: rows with a value, their mean and sum of squared deviations (``m2``), in float64. Pieces merge
+    exactly in any grouping (Chan, Golub and LeVeque's update); merged in piece order, every process gets the same
+    bits whatever the number of processes."""
+
+    def __init__(self, width: int) -> None:
+        self.n = np.zeros(width)
+        self.mean = np.zeros(width)
+        self.m2 = np.zeros(width)
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> ColumnStats:
+        """Of a ``(rows, columns)`` float64 block, NaN cells left out."""
+        out = cls(values.shape[1])
+        present = ~np.isnan(values)
+        out.n = present.sum(axis=0).astype(np.float64)
+        filled = np.where(present, values, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.mean = np.where(out.n > 0, filled.sum(axis=0) / np.maximum(out.n, 1), 0.0)
+        out.m2 = (np.where(present, values - out.mean, 0.0) ** 2).sum(axis=0)
+        return out
+
+    def merge(self, other: ColumnStats) -> None:
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(n > 0, other.n / np.maximum(n, 1), 0.0)
+        self.mean = self.mean + delta * share
+        self.m2 = self.m2 + other.m2 + delta**2 * self.n * share
+        self.n = n
+
+    def scale(self, rows: np.ndarray | float) -> np.ndarray:
+        """Standard deviations (``ddof=0``) over ``rows`` rows per column (missing cells counted as filled with the
+        mean), 1 where a column is constant, as scikit-learn's ``StandardScaler``."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            std = np.sqrt(self.m2 / np.maximum(rows, 1))
+        return np.where(std < 10 * np.finfo(np.float64).eps, 1.0, std)
+
+
+def gathered(value: Any, trainer) -> list[Any]:
+    """``value`` of every process, in rank order (one process: ``[value]``): the pieces' statistics are small."""
+    if trainer is None or trainer.world_size == 1 or not torch.distributed.is_initialized():
+        return [value]
+    parts: list[Any] = [None] * trainer.world_size
+    torch.distributed.all_gather_object(parts, value)
+    return parts
+
+
+# --- the loader ---------------------------------------------------------------------------------------------------
+Chunk = tuple  # (x float32 tensor, second tensor (y or rows), *more)
+Decode = Callable[[Piece, np.ndarray | None], Iterator[Chunk]]
+
+
+def read_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[Chunk]:
+    """``chunks`` produced by a thread, up to ``depth`` ahead of the consumer: pyarrow decodes (and numpy
+    encodes) without the GIL while the model trains. An error in the thread is raised in the consumer; a consumer
+    that stops early (max_steps, an interrupt) stops the thread."""
+    out: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        out.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            item: Any = done
+        except BaseException as err:  # handed to the consumer
+            item = err
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=produce, name="lit-regression-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = out.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class StreamBatches:
+    """Batches of this process's rows of a streamed split, read from disk every epoch.
+
+    Training (``shuffle``): the pieces are put in an order drawn from ``seed`` and the epoch, dealt to the
+    processes by :func:`assign`, and each process's rows are shuffled within windows of ``window`` rows of
+    consecutive pieces. Every process serves the same number of batches, ``ceil(most rows of a process /
+    batch_size)``, its rows cut into batches of nearly equal size (none larger than ``batch_size``): every row once
+    per epoch, no padding, no process waiting for another. Evaluation and prediction: the pieces in order, dealt
+    the same way, batches of ``batch_size``.
+
+    Args:
+        pieces: the source's pieces; ``counts`` the rows of each that the split takes.
+        decode: ``decode(piece, mask)`` yields chunks ``(x, y_or_rows, ...)`` of the piece's rows in ``mask``.
+        batch_size: rows per batch (at most).
+        shuffle: shuffle as above; ``window`` rows at most are shuffled together.
+        seed, rank, world_size: as :class:`~lit_regression.batches.TensorBatches`.
+        equal: serve the same number of batches on every process (training).
+    """
+
+    batch_sampler = None  # read by Lightning's dataloader checks
+
+    def __init__(self, pieces: list[Piece], counts: list[int], decode: Decode, masks: Callable[[Piece], Any],
+                 batch_size: int, shuffle: bool = False, window: int = 131_072, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, equal: bool = False) -> None:
+        self.pieces, self.counts, self.decode, self.masks = pieces, counts, decode, masks
+        self.batch_size, self.shuffle, self.window = batch_size, shuffle, max(window, 1)
+        self.seed, self.rank, self.world_size, self.equal = seed, rank, world_size, equal
+        self.epoch = 0
+        self._in_order: InOrder | None = None
+
+    @property
+    def sampler(self):
+        """As :attr:`TensorBatches.sampler`: Lightning calls its ``set_epoch`` and reads shuffled from its type."""
+        if self.shuffle:
+            return self
+        if self._in_order is None:
+            self._in_order = InOrder(self)
+        return self._in_order
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _shares(self) -> list[list[int]]:
+        order = None
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(len(self.pieces), generator=generator).tolist()
+        return assign(self.counts, self.world_size, order)
+
+    def _sizes(self, shares: list[list[int]]) -> list[int]:
+        """Rows of each of this process's batches."""
+        rows = sum(self.counts[i] for i in shares[self.rank])
+        if not self.equal:
+            return [min(self.batch_size, rows - s) for s in range(0, rows, self.batch_size)]
+        most = max(sum(self.counts[i] for i in share) for share in shares)
+        k = math.ceil(most / self.batch_size) if most else 0
+        if rows < k:
+            raise InputError(f"process {self.rank} of {self.world_size} has {rows} training rows for {k} batches: "
+                             "the table has too few row groups for this many processes; write it with smaller row "
+                             "groups (pyarrow.parquet.write_table(..., row_group_size=N)) or use fewer processes")
+        return [rows // k + (b < rows % k) for b in range(k)] if k else []
+
+    def __len__(self) -> int:
+        return len(self._sizes(self._shares()))
+
+    @property
+    def num_rows(self) -> int:
+        return sum(self.counts[i] for i in self._shares()[self.rank])
+
+    def _chunks(self, share: list[int]) -> Iterator[Chunk]:
+        for i in share:
+            piece = self.pieces[i]
+            yield from self.decode(piece, self.masks(piece))
+
+    def _shuffled(self, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        """Windows of at least ``window`` rows (or what is left), each in an order drawn from the seed, the epoch
+        and the process."""
+        generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 65_537 + self.rank) % 2**63)
+        held: list[Chunk] = []
+        rows = 0
+        for chunk in chunks:
+            held.append(chunk)
+            rows += len(chunk[0])
+            if rows >= self.window:
+                yield _permuted(held, generator)
+                held, rows = [], 0
+        if held:
+            yield _permuted(held, generator)
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        shares = self._shares()
+        sizes = self._sizes(shares)
+        if not sizes:
+            return
+        chunks = read_ahead(self._chunks(shares[self.rank]))
+        if self.shuffle:
+            chunks = self._shuffled(chunks)
+        yield from _rebatched(chunks, sizes)
+
+
+def _permuted(chunks: list[Chunk], generator: torch.Generator) -> Chunk:
+    joined = _joined(chunks)
+    order = torch.randperm(len(joined[0]), generator=generator)
+    return tuple(_take(part, order) for part in joined)
+
+
+def _joined(chunks: list[Chunk]) -> Chunk:
+    if len(chunks) == 1:
+        return chunks[0]
+    return tuple(torch.cat(parts) if torch.is_tensor(parts[0]) else pa.concat_tables(parts) for parts in zip(*chunks))
+
+
+def _take(part, rows: torch.Tensor):
+    return part.index_select(0, rows) if torch.is_tensor(part) else part.take(pa.array(rows.numpy()))
+
+
+def _slice(part, start: int, stop: int):
+    return part[start:stop] if torch.is_tensor(part) else part.slice(start, stop - start)
+
+
+def _rebatched(chunks: Iterator[Chunk], sizes: list[int]) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``chunks``, in order, cut into batches of ``sizes`` rows."""
+    held: list[Chunk] = []
+    rows = 0
+    sizes = iter(sizes)
+    size = next(sizes, None)
+    for chunk in chunks:
+        held.append(chunk)
+        rows += len(chunk[0])
+        while size is not None and rows >= size:
+            joined = _joined(held)
+            yield tuple(_slice(part, 0, size) for part in joined)
+            rest = len(joined[0]) - size
+            held = [tuple(_slice(part, size, size + rest) for part in joined)] if rest else []
+            rows = rest
+            size = next(sizes, None)
+    if size is not None or rows:
+        raise RuntimeError(f"the stream served a different number of rows than counted ({rows} left over): a file "
+                           "changed while it was read?")
