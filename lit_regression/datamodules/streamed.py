@@ -99,7 +99,7 @@ class TableStream:
         for split, arg in (("val", "val_path"), ("test", "test_path")):
             if h.get(arg) is not None:
                 parts.append(f"{self.n_rows(split):,} {'validation' if split == 'val' else 'test'} (data.{arg})")
-            elif self.split(split).high > self.split(split).low:
+            elif (h.test_fraction if split == "test" else h.val_fraction) > 0:
                 parts.append(f"{self.n_rows(split):,} {'validation' if split == 'val' else 'test'}")
         shuffled = f", shuffled within windows of {h.shuffle_buffer:,} rows" if self.dm.shuffle else ""
         return (f"Streaming data.path: {source.num_rows:,} rows in {files} file{'s' * (files > 1)} "

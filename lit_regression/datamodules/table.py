@@ -297,8 +297,9 @@ class TableDataModule(TensorDataModule):
                     reason = "has no values in the training rows"
                 elif len(levels) == 1:
                     reason = f"has a single level {levels[0]!r} in the training rows: nothing to learn from it"
-                elif len(levels) > h.max_categories:
-                    reason = (f"has {len(levels)} distinct values in the training rows, more than "
+                elif len(levels) > h.max_categories:  # streamed: counted only until past the limit
+                    counted = f"more than {h.max_categories}" if self._stream is not None else len(levels)
+                    reason = (f"has {counted} distinct values in the training rows, more than "
                               f"data.max_categories={h.max_categories}")
                     if column in forced or explicit:
                         raise InputError(f"data.path={path!r}: categorical column {column!r} {reason}; raise "

@@ -1,0 +1,268 @@
+"""Issue 15: tables bigger than memory. ``--data.streaming true`` reads Parquet files from disk every epoch: the
+rows each process serves, the statistics of the one preprocessing pass, the optimum, streamed predictions, a kill
+in the middle of an epoch, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from conftest import ROOT, one_line_error, run_cli, versions
+from lit_regression.datamodules import TableDataModule
+from lit_regression.streaming import Split, StreamBatches, held_out, uniform
+
+CITIES = ["Lyon", "Nice", "Paris"]
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+         "--trainer.accelerator", "cpu"]
+
+
+def write_folder(folder: Path, sizes=(230, 170, 300), group: int = 64, seed: int = 0, gaps: bool = True) -> dict:
+    """Parquet files ``part-K.parquet`` of a shop table (an id, two numbers with gaps, a city, the price), with
+    row groups of ``group`` rows; returns the whole table's columns as numpy, in global row order."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    columns: dict[str, list] = {"order id": [], "basket €": [], "minutes": [], "city": [], "price": []}
+    start = 0
+    for k, n in enumerate(sizes):
+        basket = rng.normal(10, 3, n)
+        minutes = rng.uniform(0, 100, n)
+        city = rng.choice(CITIES, n)
+        price = 2 * basket - 0.5 * minutes + np.where(city == "Paris", 5.0, 0.0) + rng.normal(0, 1, n)
+        if gaps:
+            minutes[rng.random(n) < 0.05] = np.nan
+        part = {"order id": [f"o{start + i}" for i in range(n)], "basket €": basket, "minutes": minutes,
+                "city": city, "price": price}
+        pq.write_table(pa.table(part), folder / f"part-{k}.parquet", row_group_size=group)
+        for name, values in part.items():
+            columns[name] += list(values)
+        start += n
+    return {name: np.array(values) for name, values in columns.items()}
+
+
+def streamed(path: Path, **kwargs) -> TableDataModule:
+    args = dict(path=str(path), target="price", streaming=True, batch_size=64, impute="mean", id_column="order id")
+    return TableDataModule(**{**args, **kwargs})
+
+
+def train_rows(n: int, val: float = 0.2, test: float = 0.0, seed: int = 42) -> np.ndarray:
+    return np.flatnonzero(held_out(val, test, seed, False, False)["train"].mask(0, n))
+
+
+# --- the split and the loader, in one process ---------------------------------------------------------------------
+def test_the_hash_split_is_deterministic_and_takes_its_fraction():
+    u = uniform(0, 100_000, seed=42)
+    assert np.array_equal(u, uniform(0, 100_000, seed=42)) and not np.array_equal(u, uniform(0, 100_000, seed=1))
+    assert np.array_equal(uniform(500, 10, 42), u[500:510])  # a row's number depends on its index alone
+    splits = held_out(0.2, 0.1, 42, False, False)
+    masks = {name: split.mask(0, 100_000) for name, split in splits.items()}
+    assert (masks["train"].astype(int) + masks["val"] + masks["test"] == 1).all()
+    assert masks["val"].mean() == pytest.approx(0.2, abs=0.005) and masks["test"].mean() == pytest.approx(0.1, abs=0.005)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_processes_serve_every_row_once_in_equal_numbers_of_batches(world_size):
+    """The loader of each rank (as under DDP): the same number of batches everywhere, no batch above batch_size,
+    together every row of the split exactly once, in an order that changes with the epoch."""
+    sizes = [100, 37, 64, 64, 90, 5, 128]
+    starts = np.cumsum([0] + sizes[:-1])
+    from lit_regression.streaming import Piece
+
+    pieces = [Piece("f", i, int(s), n) for i, (s, n) in enumerate(zip(starts, sizes))]
+    split = Split(0.25, 1.0, seed=3)
+
+    def decode(piece, mask):
+        rows = torch.arange(piece.start, piece.start + piece.rows)
+        rows = rows if mask is None else rows[torch.from_numpy(mask)]
+        yield rows.float()[:, None], rows.float()[:, None], rows
+
+    counts = [split.count(p) for p in pieces]
+    orders = []
+    for epoch in (0, 1):
+        served, lengths = [], []
+        for rank in range(world_size):
+            loader = StreamBatches(pieces, counts, decode, lambda p: split.mask(p.start, p.rows), batch_size=16,
+                                   shuffle=True, window=50, seed=7, rank=rank, world_size=world_size, equal=True)
+            loader.set_epoch(epoch)
+            batches = list(loader)
+            assert len(batches) == len(loader)
+            assert all(0 < len(b[2]) <= 16 for b in batches)
+            lengths.append(len(batches))
+            served.append(torch.cat([b[2] for b in batches]))
+        assert len(set(lengths)) == 1
+        everything = torch.cat(served).numpy()
+        expected = np.flatnonzero(split.mask(0, sum(sizes)))
+        assert np.array_equal(np.sort(everything), expected)
+        orders.append(everything)
+    assert not np.array_equal(orders[0], orders[1])
+
+
+# --- the preprocessing pass -----------------------------------------------------------------------------------------
+def test_streamed_statistics_equal_numpy_over_the_training_rows(tmp_path):
+    table = write_folder(tmp_path / "shop")
+    dm = streamed(tmp_path / "shop", standardize_target=True)
+    assert dm.feature_names == ("basket €", "minutes", "city=Lyon", "city=Nice", "city=Paris")
+    state = dm.fit_preprocessing()
+    train = train_rows(len(table["price"]))
+    basket, minutes, price = (table[c][train].astype(float) for c in ("basket €", "minutes", "price"))
+    filled = np.where(np.isnan(minutes), np.nanmean(minutes), minutes)
+    assert state.fill["minutes"] == pytest.approx(np.nanmean(minutes), rel=1e-12)
+    expected_mean = [basket.mean(), filled.mean(), 0, 0, 0]
+    expected_scale = [basket.std(), filled.std(), 1, 1, 1]
+    assert np.allclose(state.mean, expected_mean, rtol=1e-9, atol=0)
+    assert np.allclose(state.scale, expected_scale, rtol=1e-9, atol=0)
+    assert state.target_mean[0] == pytest.approx(price.mean(), rel=1e-9)
+    assert state.target_scale[0] == pytest.approx(price.std(), rel=1e-9)
+    assert dm.n_train == len(train)
+
+
+def test_a_glob_and_a_single_file_are_sources_too(tmp_path):
+    write_folder(tmp_path / "shop")
+    whole = streamed(tmp_path / "shop")
+    some = streamed(tmp_path / "shop" / "part-[01].parquet")
+    one = streamed(tmp_path / "shop" / "part-2.parquet")
+    assert whole.n_train > some.n_train > one.n_train > 0
+
+
+# --- fit, predict, resume through the command line -----------------------------------------------------------------
+def test_streamed_fit_reaches_the_least_squares_optimum_and_predicts_every_row_once(tmp_path):
+    """One batch per epoch (batch_size above the training rows): L-BFGS on the streamed rows reaches the
+    least-squares solution of numpy over the same rows; the predictions cover every row once, with the id."""
+    table = write_folder(tmp_path / "shop", gaps=False)
+    run_cli("fit", "--model", "LinearRegression", "--data", "TableDataModule", "--data.path", tmp_path / "shop",
+            "--data.target", "price", "--data.streaming", "true", "--data.batch_size", "100000",
+            "--data.id_column", "order id", "--trainer.max_epochs", "30", "--predictions.filename",
+            "predictions.parquet", root=tmp_path / "runs")
+    (run,) = versions(tmp_path / "runs")
+    report = json.loads((run / "report.json").read_text())
+    assert report["optimization"]["converged"] is True, report["optimization"]
+    assert report["optimization"]["relative_gap"] <= 1e-6
+    train = train_rows(len(table["price"]))
+    onehot = np.stack([table["city"][train] == c for c in CITIES], 1).astype(float)
+    x = np.column_stack([table["basket €"][train], table["minutes"][train], onehot])
+    z, y = np.column_stack([x, np.ones(len(x))]), table["price"][train]
+    coef = np.linalg.lstsq(z, y, rcond=None)[0]  # collinear (one-hot and bias): the residual is still unique
+    # the model's inputs and targets are float32: the optimum of those rows is within their rounding of numpy's
+    assert report["optimization"]["optimum"] == pytest.approx(np.mean((z @ coef - y) ** 2), rel=1e-6)
+    predicted = ds.dataset(run / "predictions", format="parquet").to_table()
+    assert sorted(predicted["row"].to_pylist()) == list(range(len(table["price"])))
+    ids = dict(zip(predicted["row"].to_pylist(), predicted["order id"].to_pylist()))
+    assert all(ids[i] == f"o{i}" for i in range(0, len(table["price"]), 37))
+
+
+def cli_process(*args, root: Path, **popen) -> subprocess.Popen:
+    command = [sys.executable, "-m", "lit_regression", *map(str, args), "--trainer.default_root_dir", str(root), *QUIET]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            **popen)
+
+
+def fit_args(folder: Path, epochs: int) -> list:
+    return ["fit", "--model", "LinearRegression", "--model.optimizer", "adam", "--model.lr", "0.05",
+            "--data", "TableDataModule", "--data.path", folder, "--data.target", "price", "--data.streaming", "true",
+            "--data.batch_size", "50", "--data.shuffle", "true", "--data.shuffle_buffer", "100", "--data.impute",
+            "mean", "--trainer.max_epochs", str(epochs), "--convergence.stop", "false",
+            "--checkpoint.every_n_seconds", "0"]
+
+
+@pytest.mark.slow
+def test_a_kill_in_the_middle_of_an_epoch_resumes_bit_identical(tmp_path):
+    """SIGKILL after batch 3 of epoch 2 (0-based): the resume starts again from the checkpoint of epoch 1 and
+    replays epoch 2 in the same order (it depends on the seed and the epoch alone), so the run ends with the
+    weights and optimizer state of a run that was never stopped."""
+    from test_faults import assert_same_state
+
+    write_folder(tmp_path / "shop")
+    killed = cli_process(*fit_args(tmp_path / "shop", 5), "--trainer.callbacks+=streamed_callbacks.KillAt",
+                         "--trainer.callbacks.epoch", "2", "--trainer.callbacks.batch", "3", root=tmp_path / "killed")
+    killed.communicate(timeout=240)
+    assert killed.returncode == -signal.SIGKILL
+    (run,) = versions(tmp_path / "killed")
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    resumed = cli_process(*fit_args(tmp_path / "shop", 5), "--ckpt_path", "last", root=tmp_path / "killed")
+    _, err = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, err[-3000:]
+    full = cli_process(*fit_args(tmp_path / "shop", 5), root=tmp_path / "full")
+    _, err = full.communicate(timeout=240)
+    assert full.returncode == 0, err[-3000:]
+    ours = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    theirs = torch.load(versions(tmp_path / "full")[0] / "checkpoints" / "last.ckpt", weights_only=True)
+    assert_same_state(ours, theirs)
+
+
+@pytest.mark.slow
+def test_two_processes_see_every_training_row_once_per_epoch(tmp_path):
+    """2-process DDP on the CPU over a folder of three files: per epoch, the rows the two processes trained on
+    (their global row index) are the training rows, each once, in the same number of batches; the streamed
+    predictions hold every row once, in one part per process."""
+    table = write_folder(tmp_path / "shop")
+    seen = tmp_path / "seen"
+    process = cli_process(*fit_args(tmp_path / "shop", 2), "--trainer.strategy", "ddp", "--trainer.devices", "2",
+                          "--trainer.callbacks+=streamed_callbacks.RowsSeen", "--trainer.callbacks.folder", seen,
+                          root=tmp_path / "runs")
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    expected = train_rows(len(table["price"]))
+    for epoch in (0, 1):
+        rows = [np.load(seen / f"rank{r}-epoch{epoch}.npy") for r in (0, 1)]
+        assert np.array_equal(np.sort(np.concatenate(rows)), expected)
+        assert abs(len(rows[0]) - len(rows[1])) <= 64  # balanced to within a row group
+        batches = {(seen / f"rank{r}-epoch{epoch}.batches").read_text() for r in (0, 1)}
+        assert len(batches) == 1
+    (run,) = versions(tmp_path / "runs")
+    parts = sorted(p.name for p in (run / "predictions").iterdir())
+    assert parts == ["part-00000.csv", "part-00001.csv"]
+    predicted = ds.dataset(run / "predictions", format="csv").to_table()
+    assert sorted(predicted["row"].to_pylist()) == list(range(len(table["price"])))
+
+
+# --- bad input: one line, exit 2 ------------------------------------------------------------------------------------
+def bad_folders(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    write_folder(tmp_path / "mixed", sizes=(50, 50))
+    other = pq.read_table(tmp_path / "mixed" / "part-1.parquet")
+    other = other.set_column(other.schema.get_field_index("minutes"), "minutes",
+                             pa.array([str(v) for v in other["minutes"].to_pylist()]))
+    pq.write_table(other, tmp_path / "mixed" / "part-1.parquet")
+    write_folder(tmp_path / "typo", sizes=(200,), gaps=False)
+    typo = pq.read_table(tmp_path / "typo" / "part-0.parquet")
+    minutes = [f"{v:.3f}" for v in typo["minutes"].to_pylist()]
+    minutes[150] = "12,5 min"  # row group 2 (rows 128-191), row 22 of it
+    pq.write_table(typo.set_column(2, "minutes", pa.array(minutes)), tmp_path / "typo" / "part-0.parquet",
+                   row_group_size=64)
+
+
+@pytest.mark.parametrize("path, extra, expected", [
+    ("empty", [], "is a folder without Parquet files"),
+    ("nothing-*.parquet", [], "matches no file"),
+    ("mixed", [], "the files' schemas disagree: column 'minutes' holds string in"),
+    ("typo", [], "has a non-numeric value '12,5 min' at"),
+    ("mixed/part-0.parquet", ["--data.impute", "median"], "the median is not available with data.streaming"),
+])
+def test_bad_streamed_input_is_one_line_and_exit_2(path, extra, expected, tmp_path, capsys):
+    bad_folders(tmp_path)
+    line = one_line_error(tmp_path, capsys, {}, ["--data.path", f"{{d}}/{path}", "--data.target", "price",
+                                                 "--data.streaming", "true", "--data.batch_size", "32", *extra],
+                          "TableDataModule")
+    assert expected in line
+    if path == "typo":
+        assert "row group 2" in line and "'minutes'" in line and "part-0.parquet" in line
+    if path == "mixed":
+        assert "part-1.parquet" in line
+
+
+def test_streaming_needs_a_batch_size(tmp_path, capsys):
+    write_folder(tmp_path / "shop")
+    line = one_line_error(tmp_path, capsys, {}, ["--data.path", "{d}/shop", "--data.target", "price",
+                                                 "--data.streaming", "true"], "TableDataModule")
+    assert "data.streaming needs data.batch_size" in line
