@@ -333,16 +333,20 @@ class StreamBatches:
         shuffle: shuffle as above; ``window`` rows at most are shuffled together.
         seed, rank, world_size: as :class:`~lit_regression.batches.TensorBatches`.
         equal: serve the same number of batches on every process (training).
+        every_process: refuse a share without rows under DDP (validation and test: a process without batches
+            would skip the epoch's end, where the metrics of all processes are summed).
+        name: what messages call the table.
     """
 
     batch_sampler = None  # read by Lightning's dataloader checks
 
     def __init__(self, pieces: list[Piece], counts: list[int], decode: Decode, masks: Callable[[Piece], Any],
                  batch_size: int, shuffle: bool = False, window: int = 131_072, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, equal: bool = False) -> None:
+                 world_size: int = 1, equal: bool = False, every_process: bool = False, name: str = "the table") -> None:
         self.pieces, self.counts, self.decode, self.masks = pieces, counts, decode, masks
         self.batch_size, self.shuffle, self.window = batch_size, shuffle, max(window, 1)
         self.seed, self.rank, self.world_size, self.equal = seed, rank, world_size, equal
+        self.every_process, self.name = every_process, name
         self.epoch = 0
         self._in_order: InOrder | None = None
 
@@ -366,17 +370,23 @@ class StreamBatches:
         return assign(self.counts, self.world_size, order)
 
     def _sizes(self, shares: list[list[int]]) -> list[int]:
-        """Rows of each of this process's batches."""
-        rows = sum(self.counts[i] for i in shares[self.rank])
-        if not self.equal:
-            return [min(self.batch_size, rows - s) for s in range(0, rows, self.batch_size)]
-        most = max(sum(self.counts[i] for i in share) for share in shares)
-        k = math.ceil(most / self.batch_size) if most else 0
-        if rows < k:
-            raise InputError(f"process {self.rank} of {self.world_size} has {rows} training rows for {k} batches: "
-                             "the table has too few row groups for this many processes; write it with smaller row "
-                             "groups (pyarrow.parquet.write_table(..., row_group_size=N)) or use fewer processes")
-        return [rows // k + (b < rows % k) for b in range(k)] if k else []
+        """Rows of each of this process's batches. Every process computes every share alike, so a table with too
+        few row groups for the processes is refused by all of them at once (none is left waiting for another)."""
+        rows = [sum(self.counts[i] for i in share) for share in shares]
+        mine = rows[self.rank]
+        if self.equal:
+            k = math.ceil(max(rows) / self.batch_size)
+            if min(rows) < k:
+                raise InputError(self._too_few(rows, f"{k} batches"))
+            return [mine // k + (b < mine % k) for b in range(k)]
+        if self.every_process and self.world_size > 1 and min(rows) == 0:
+            raise InputError(self._too_few(rows, "a batch"))
+        return [min(self.batch_size, mine - s) for s in range(0, mine, self.batch_size)]
+
+    def _too_few(self, rows: list[int], needed: str) -> str:
+        return (f"{len(self.pieces)} row groups of {self.name} leave a process {min(rows)} rows for {needed} "
+                f"(rows per process: {rows}): write the table with more, smaller row groups "
+                "(pyarrow.parquet.write_table(..., row_group_size=N)) or use fewer processes")
 
     def __len__(self) -> int:
         return len(self._sizes(self._shares()))

@@ -108,6 +108,18 @@ def test_processes_serve_every_row_once_in_equal_numbers_of_batches(world_size):
     assert not np.array_equal(orders[0], orders[1])
 
 
+def test_too_few_row_groups_for_the_processes_is_refused_by_every_process():
+    from lit_regression.streaming import InputError, Piece
+
+    pieces = [Piece("f", i, 100 * i, 100) for i in range(2)]
+    for rank in range(3):
+        for equal, every in ((True, False), (False, True)):
+            loader = StreamBatches(pieces, [100, 100], lambda p, m: iter(()), lambda p: None, batch_size=16,
+                                   rank=rank, world_size=3, equal=equal, every_process=every, name="data.path='t'")
+            with pytest.raises(InputError, match="2 row groups of data.path='t' leave a process 0 rows"):
+                len(loader)
+
+
 # --- the preprocessing pass -----------------------------------------------------------------------------------------
 def test_streamed_statistics_equal_numpy_over_the_training_rows(tmp_path):
     table = write_folder(tmp_path / "shop")
@@ -220,6 +232,9 @@ def test_two_processes_see_every_training_row_once_per_epoch(tmp_path):
         batches = {(seen / f"rank{r}-epoch{epoch}.batches").read_text() for r in (0, 1)}
         assert len(batches) == 1
     (run,) = versions(tmp_path / "runs")
+    # the statistics merged from two processes' shares are bit for bit those of one process reading everything
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["TableDataModule"]
+    assert saved == streamed(tmp_path / "shop", id_column=None).fit_preprocessing().state()
     parts = sorted(p.name for p in (run / "predictions").iterdir())
     assert parts == ["part-00000.csv", "part-00001.csv"]
     predicted = ds.dataset(run / "predictions", format="csv").to_table()
@@ -256,7 +271,7 @@ def test_bad_streamed_input_is_one_line_and_exit_2(path, extra, expected, tmp_pa
                           "TableDataModule")
     assert expected in line
     if path == "typo":
-        assert "row group 2" in line and "'minutes'" in line and "part-0.parquet" in line
+        assert "part-0.parquet', row group 2, row 22 (global row 150)" in line and "'minutes'" in line
     if path == "mixed":
         assert "part-1.parquet" in line
 

@@ -68,9 +68,11 @@ class TableStream:
     def n_rows(self, split: str) -> int:
         return sum(self.counts(split))
 
-    def where(self, piece: Piece, offset: int) -> Callable[[int], str]:
-        """``where(i)`` names row ``i`` of a block read at ``offset`` of ``piece``: file, row group and row."""
-        return lambda i: f"{piece.where()}, row {offset + i} (global row {piece.start + offset + i})"
+    @staticmethod
+    def where(piece: Piece, rows: np.ndarray) -> Callable[[int], str]:
+        """``where(i)`` names row ``i`` of a block of ``piece`` whose global row indices are ``rows``: file, row
+        group, row in the group and global row."""
+        return lambda i: f"{piece.where()}, row {int(rows[i]) - piece.start} (global row {int(rows[i])})"
 
     @staticmethod
     def blocks(source: ParquetSource, piece: Piece, mask: np.ndarray | None,
@@ -118,13 +120,13 @@ class TableStream:
         columns = list(dict.fromkeys(categorical + ([label] if label else [])))
         if columns:
             everything = list(range(len(source.pieces)))
-            for piece, offset, table, _ in self._read(source, Split() if label else train, everything, columns):
+            for piece, offset, table, index in self._read(source, Split() if label else train, everything, columns):
                 if label:
                     column = table[label]
                     if column.null_count:
                         i = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
                         raise InputError(f"data.path={source.path!r}: target column {label!r} has an empty label at "
-                                         f"{self.where(piece, offset)(i)}")
+                                         f"{self.where(piece, index)(i)}")
                     labels.update(column.unique().to_pylist())
                     mask = train.mask(piece.start + offset, table.num_rows)
                     if mask is not None:
@@ -163,9 +165,9 @@ class TableStream:
         try:
             share = assign(self.counts("train"), world)[rank]
             source = self.source("train")
-            for piece, offset, table, _ in self._read(source, self.split("train"), share,
-                                                      numeric + list(self.dm.target_names)):
-                where = self.where(piece, offset)
+            for piece, _, table, index in self._read(source, self.split("train"), share,
+                                                     numeric + list(self.dm.target_names)):
+                where = self.where(piece, index)
                 block = np.empty((table.num_rows, len(numeric)))
                 for j, column in enumerate(numeric):
                     block[:, j] = cells(table, column, where)
@@ -240,7 +242,8 @@ class TableStream:
         h = self.dm.hparams
         return StreamBatches(source.pieces, counts, chunks, lambda p: rows.mask(p.start, p.rows),
                              batch_size=self.dm.batch_size, shuffle=train and self.dm.shuffle,
-                             window=h.shuffle_buffer, seed=self.dm.seed, rank=rank, world_size=world, equal=train)
+                             window=h.shuffle_buffer, seed=self.dm.seed, rank=rank, world_size=world, equal=train,
+                             every_process=split in ("val", "test"), name=f"{source.name}={source.path!r}")
 
     def chunks(self, decode: Callable, columns: list[str]) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
         """One pass over all training rows in order, on this process alone, as ``(x, y)`` chunks (the report's

@@ -685,14 +685,14 @@ class TableDataModule(TensorDataModule):
             columns = list(dict.fromkeys(features + kept))
 
             def decode(table, piece, offset, rows):
-                x = self._encoded_block(table, path, name, self._stream.where(piece, offset))
+                x = self._encoded_block(table, path, name, self._stream.where(piece, rows))
                 return torch.from_numpy(x), torch.from_numpy(rows), table.select(kept)
         else:
             arg = {"val": "val_path", "test": "test_path"}.get(split)
             path, name = (h[arg], f"data.{arg}") if arg and h[arg] is not None else (h.path, "data.path")
 
             def decode(table, piece, offset, rows):
-                where = self._stream.where(piece, offset)
+                where = self._stream.where(piece, rows)
                 x = self._encoded_block(table, path, name, where)
                 y = np.ascontiguousarray(self._targets_of(table, path, name, where), dtype=np.float32)
                 return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(rows)
@@ -724,7 +724,7 @@ class TableDataModule(TensorDataModule):
         path = self.hparams.path
 
         def decode(table, piece, offset, index):
-            where = self._stream.where(piece, offset)
+            where = self._stream.where(piece, index)
             x = self._encoded_block(table, path, "data.path", where)
             y = np.ascontiguousarray(self._targets_of(table, where=where), dtype=np.float32)
             return torch.from_numpy(x), torch.from_numpy(y), None
