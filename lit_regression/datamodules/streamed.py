@@ -132,8 +132,10 @@ class TableStream:
                     if mask is not None:
                         table = table.filter(pa.array(mask))
                 for c in categorical:
-                    if len(counts[c]) <= limit:
-                        counts[c].update(values(table[c]).tolist())
+                    if len(counts[c]) <= limit:  # pyarrow counts; a column past the limit is not counted on
+                        found = table[c].value_counts()
+                        counts[c].update(dict(zip(values(found.field("values")).tolist(),
+                                                  found.field("counts").to_pylist())))
         for counter in counts.values():
             for empty in [v for v in counter if v is None or (isinstance(v, float) and np.isnan(v))]:
                 del counter[empty]
