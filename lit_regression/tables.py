@@ -64,6 +64,9 @@ def read_table(path: str | None, name: str, sep: str | None = None, decimal: str
     whitespace-trimmed column names and dense (not dictionary-encoded) columns; empty text cells are nulls."""
     if path is None:
         raise InputError(f"{name} is not set: give the table (.csv, .tsv or .parquet) with --{name} FILE")
+    if os.path.isdir(path) or (any(c in path for c in "*?[") and not os.path.exists(path)):
+        raise InputError(f"{name}={path!r} is a {'folder' if os.path.isdir(path) else 'glob'}: Parquet files of a "
+                         "folder or glob are read with --data.streaming true (and --data.batch_size); or give one file")
     if not os.path.isfile(path):
         raise InputError(f"{name}={path!r}: no such file")
     if is_parquet(path):

@@ -281,3 +281,10 @@ def test_streaming_needs_a_batch_size(tmp_path, capsys):
     line = one_line_error(tmp_path, capsys, {}, ["--data.path", "{d}/shop", "--data.target", "price",
                                                  "--data.streaming", "true"], "TableDataModule")
     assert "data.streaming needs data.batch_size" in line
+
+
+def test_a_folder_without_streaming_says_how_to_read_it(tmp_path, capsys):
+    write_folder(tmp_path / "shop")
+    line = one_line_error(tmp_path, capsys, {}, ["--data.path", "{d}/shop", "--data.target", "price"],
+                          "TableDataModule")
+    assert "is a folder: Parquet files of a folder or glob are read with --data.streaming true" in line
