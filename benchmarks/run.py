@@ -40,6 +40,7 @@ import torch  # noqa: E402
 import bigdata  # noqa: E402
 import optimum  # noqa: E402
 import plain_line  # noqa: E402
+import streaming  # noqa: E402
 import table_load  # noqa: E402
 
 # --- settings ---------------------------------------------------------------------------------------------------
@@ -50,6 +51,7 @@ FULL = {
     "rows": 2_000_000, "features": 32, "batch": 65536, "big_epochs": 4, "big_reps": 3, "dl_batches": 2,
     "table_rows": 1_000_000, "table_memory_reps": 2, "table_load_reps": 3, "side_reps": 3,
     "optimum_rows": 200_000, "optimum_features": 50, "optimum_reps": 3,
+    "stream_rows": 4_000_000, "stream_reps": 3,
 }
 QUICK = {
     "n1": 10, "n2": 40, "epoch_reps": 2,
@@ -57,6 +59,7 @@ QUICK = {
     "rows": 262_144, "features": 32, "batch": 65536, "big_epochs": 3, "big_reps": 1, "dl_batches": 1,
     "table_rows": 100_000, "table_memory_reps": 1, "table_load_reps": 2, "side_reps": 1,
     "optimum_rows": 20_000, "optimum_features": 50, "optimum_reps": 1,
+    "stream_rows": 400_000, "stream_reps": 1,
 }
 
 
@@ -499,6 +502,38 @@ def figure_optimum(report: Report, cfg: dict) -> None:
     report.details["optimum"] = results
 
 
+# --- figure 7: streaming Parquet against the in-memory path ------------------------------------------------------
+def figure_streaming(report: Report, cfg: dict) -> None:
+    """Issue 15: ``--data.streaming true`` on a folder of 8 Parquet files: its peak RSS above a tiny run's against
+    the table as float32 (and for twice the rows), and its epoch against the in-memory path's on the same rows."""
+    rows, reps = cfg["stream_rows"], cfg["stream_reps"]
+    features, files = streaming.FEATURES, streaming.FILES
+    print(f"\n[7] streaming Parquet: {rows:,} x {features} features and y in {files} files (row groups of "
+          f"{streaming.ROW_GROUP:,} rows), batch {streaming.BATCH:,}, shuffled, SGD, {streaming.EPOCHS} epochs: "
+          f"peak RSS above a {table_load.TINY_ROWS}-row run, also for {2 * rows:,} rows; second epoch against "
+          f"the in-memory path on the same rows as one file; {reps} repetitions", flush=True)
+    result = streaming.measure(rows, reps)
+    mib, peak, epoch = table_load.mb, result["peak_rss"], result["epoch_s"]
+    report.note(f"float32 table (features and target) {mib(result['float32_bytes'])}; peak RSS (median): tiny run "
+                f"{mib(median(peak['tiny']))}, streaming {mib(median(peak['streaming']))}, streaming {2 * rows:,} "
+                f"rows {mib(median(peak['double']))}, in memory {mib(median(peak['in_memory']))}")
+    report.note(f"second epoch, seconds (median): in memory {median(epoch['in_memory']):.2f}, streaming "
+                f"{median(epoch['streaming']):.2f}; whole fit: " + ", ".join(
+                    f"{name} {median([r['seconds'] for r in runs]):.1f}" for name, runs in result["runs"].items()))
+    report.note("streaming fit's memory by phase: " + streaming.breakdown(result["runs"]["streaming"][0]["phases"]))
+    note = "" if rows == 4_000_000 else f"{rows:,} rows"
+    double = "" if rows == 4_000_000 else f"{2 * rows:,} rows"
+    report.row("streaming memory, 4M x 16: peak RSS above a tiny run / float32 table (features and target)",
+               result["memory"], "<= 0.5", note=note)
+    report.row("streaming memory, 8M x 16: the same, twice the rows", result["memory_double"], "<= 0.5", note=double)
+    report.row("streaming memory: peak above the tiny run, 8M / 4M rows", result["growth"], None, note=note)
+    report.row("in-memory fit (4M x 16, one file): peak RSS above the tiny run / float32 table",
+               result["memory_in_memory"], None, note=note)
+    report.row("streaming throughput: epoch rows/s streaming vs in memory (4M x 16)", result["throughput"], ">= 0.5",
+               note=note)
+    report.details["streaming"] = result
+
+
 # --- main -------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     global ON_DEVICE
@@ -506,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (smaller sizes, fewer repetitions)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--only", nargs="+",
-                        choices=["epoch", "process", "throughput", "gpu", "table", "side", "optimum"],
+                        choices=["epoch", "process", "throughput", "gpu", "table", "side", "optimum", "streaming"],
                         help="run only these figures")
     parser.add_argument("--threads", type=int, help="torch intra-op threads, here and in the subprocesses "
                         "(default: torch's choice). On a small machine shared with other work, 1 avoids stalls "
@@ -517,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     cfg = dict(QUICK if args.quick else FULL)
-    only = set(args.only or ["epoch", "process", "throughput", "gpu", "table", "side", "optimum"])
+    only = set(args.only or ["epoch", "process", "throughput", "gpu", "table", "side", "optimum", "streaming"])
     quiet()
     start = time.perf_counter()
     info = machine()
@@ -563,6 +598,11 @@ def main(argv: list[str] | None = None) -> int:
             figure_optimum(report, cfg)
         except Exception as err:  # noqa: BLE001
             report.row("optimum: error", float("nan"), None, note=f"{type(err).__name__}: {err}"[:300])
+    if "streaming" in only:  # CPU only, as figure 5
+        try:
+            figure_streaming(report, cfg)
+        except Exception as err:  # noqa: BLE001
+            report.row("streaming: error", float("nan"), None, note=f"{type(err).__name__}: {err}"[:300])
     elapsed = time.perf_counter() - start
     print(f"\nResults ({'quick' if args.quick else 'full'} run, {elapsed:.0f}s; ratios are medians of "
           "interleaved repetitions):\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +21,17 @@ SOURCES = {"train": ("path", "data.path"), "val": ("val_path", "data.val_path"),
            "predict": ("predict_path", "data.predict_path")}
 
 
+class Block(NamedTuple):
+    """Rows read from a piece: ``table`` is the block as read (from row ``offset`` of the piece), ``keep`` the
+    positions of the rows a split takes (``None``: all) and ``rows`` their global row indices."""
+
+    piece: Piece
+    offset: int
+    table: pa.Table
+    rows: np.ndarray
+    keep: np.ndarray | None
+
+
 class TableStream:
     """What :class:`TableDataModule` does differently when streaming: the sources, the split, the two passes
     over the training rows (categories and labels when the columns are first needed, the numeric statistics when
@@ -31,6 +43,7 @@ class TableStream:
         self._counts: dict[str, list[int]] = {}
         self.levels: dict[str, Counter] | None = None  # value counts of the categorical columns (training rows)
         self.labels: list | None = None  # distinct labels of the label column (all rows)
+        self._loaders: dict[str, StreamBatches] = {}  # the loader of each split, last made
 
     # --- sources and splits -------------------------------------------------------------------------------------
     def source(self, split: str) -> ParquetSource:
@@ -69,29 +82,25 @@ class TableStream:
         return sum(self.counts(split))
 
     @staticmethod
-    def where(piece: Piece, rows: np.ndarray) -> Callable[[int], str]:
-        """``where(i)`` names row ``i`` of a block of ``piece`` whose global row indices are ``rows``: file, row
-        group, row in the group and global row."""
-        return lambda i: f"{piece.where()}, row {int(rows[i]) - piece.start} (global row {int(rows[i])})"
+    def where(piece: Piece, offset: int) -> Callable[[int], str]:
+        """``where(i)`` names row ``i`` of the block read at ``offset`` of ``piece``: file, row group, row in the
+        group and global row."""
+        return lambda i: f"{piece.where()}, row {offset + i} (global row {piece.start + offset + i})"
 
     @staticmethod
     def blocks(source: ParquetSource, piece: Piece, mask: np.ndarray | None,
-               columns: list[str]) -> Iterator[tuple[int, pa.Table, np.ndarray]]:
-        """``(offset, table, global rows)`` of the piece's rows in ``mask`` (``None``: all), ``columns`` only."""
+               columns: list[str]) -> Iterator[Block]:
+        """The piece's ``columns`` block by block, with the positions of the rows in ``mask`` (``None``: all)."""
         for offset, table in source.read(piece, columns):
-            index = np.arange(piece.start + offset, piece.start + offset + table.num_rows)
-            if mask is not None:
-                keep = mask[offset:offset + table.num_rows]
-                table, index = table.filter(pa.array(keep)), index[keep]
-            yield offset, table, index
+            keep = None if mask is None else np.flatnonzero(mask[offset:offset + table.num_rows])
+            rows = np.arange(piece.start + offset, piece.start + offset + table.num_rows)
+            yield Block(piece, offset, table, rows if keep is None else rows[keep], keep)
 
-    def _read(self, source: ParquetSource, rows: Split, pieces: list[int],
-              columns: list[str]) -> Iterator[tuple[Piece, int, pa.Table, np.ndarray]]:
-        """``(piece, offset, table, global rows)`` of the ``rows`` of ``pieces`` of ``source``."""
+    def _read(self, source: ParquetSource, rows: Split, pieces: list[int], columns: list[str]) -> Iterator[Block]:
+        """The blocks of ``pieces`` of ``source``, with the positions of their ``rows``."""
         for i in pieces:
             piece = source.pieces[i]
-            for offset, table, index in self.blocks(source, piece, rows.mask(piece.start, piece.rows), columns):
-                yield piece, offset, table, index
+            yield from self.blocks(source, piece, rows.mask(piece.start, piece.rows), columns)
 
     def describe(self) -> str:
         """One line: what is streamed and how it is split and batched."""
@@ -120,17 +129,20 @@ class TableStream:
         columns = list(dict.fromkeys(categorical + ([label] if label else [])))
         if columns:
             everything = list(range(len(source.pieces)))
-            for piece, offset, table, index in self._read(source, Split() if label else train, everything, columns):
+            for block in self._read(source, Split() if label else train, everything, columns):
+                piece, offset, table = block.piece, block.offset, block.table
                 if label:
                     column = table[label]
                     if column.null_count:
                         i = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
                         raise InputError(f"data.path={source.path!r}: target column {label!r} has an empty label at "
-                                         f"{self.where(piece, index)(i)}")
+                                         f"{self.where(piece, offset)(i)}")
                     labels.update(column.unique().to_pylist())
                     mask = train.mask(piece.start + offset, table.num_rows)
                     if mask is not None:
                         table = table.filter(pa.array(mask))
+                elif block.keep is not None:
+                    table = table.take(pa.array(block.keep))
                 for c in categorical:
                     if len(counts[c]) <= limit:  # pyarrow counts; a column past the limit is not counted on
                         found = table[c].value_counts()
@@ -167,16 +179,20 @@ class TableStream:
         try:
             share = assign(self.counts("train"), world)[rank]
             source = self.source("train")
-            for piece, _, table, index in self._read(source, self.split("train"), share,
-                                                     numeric + list(self.dm.target_names)):
-                where = self.where(piece, index)
-                block = np.empty((table.num_rows, len(numeric)))
-                for j, column in enumerate(numeric):
-                    block[:, j] = cells(table, column, where)
+            for block in self._read(source, self.split("train"), share, numeric + list(self.dm.target_names)):
+                piece, table, keep = block.piece, block.table, block.keep
+                where = self.where(piece, block.offset)
+                columns = []
+                for column in numeric:  # every row of the block is checked, the training rows counted
+                    values = cells(table, column, where)
                     imputed = strategies.get(column, "none") != "none"
-                    check(np.where(np.isnan(block[:, j]), 0.0, block[:, j]) if imputed else block[:, j], column, where)
-                stats = ColumnStats.of(block)
-                target_stats = ColumnStats.of(targets(table, where)) if targets is not None else None
+                    check(np.where(np.isnan(values), 0.0, values) if imputed else values, column, where)
+                    columns.append(values if keep is None else values[keep])
+                stats = ColumnStats.of(columns)
+                target_stats = None
+                if targets is not None:
+                    y = targets(table, where)
+                    target_stats = ColumnStats.of([t if keep is None else t[keep] for t in y.T])
                 index = source.pieces.index(piece)
                 if index in mine:
                     mine[index][0].merge(stats)
@@ -226,9 +242,9 @@ class TableStream:
         return out
 
     # --- loaders ------------------------------------------------------------------------------------------------
-    def batches(self, split: str, decode: Callable[[pa.Table, Piece, int, np.ndarray], tuple],
-                columns: list[str], train: bool = False) -> StreamBatches | list:
-        """The loader of a split: ``decode(table, piece, offset, global rows)`` turns a block into a chunk."""
+    def batches(self, split: str, decode: Callable[[Block], tuple], columns: list[str],
+                train: bool = False) -> StreamBatches | list:
+        """The loader of a split: ``decode(block)`` turns a :class:`Block` into a chunk of its kept rows."""
         counts = self.counts(split)
         if not sum(counts):
             return []
@@ -237,15 +253,23 @@ class TableStream:
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
         def chunks(piece: Piece, mask: np.ndarray | None) -> Iterator[tuple]:
-            for offset, table, index in self.blocks(source, piece, mask, columns):
-                if table.num_rows:
-                    yield decode(table, piece, offset, index)
+            for block in self.blocks(source, piece, mask, columns):
+                if len(block.rows):
+                    yield decode(block)
+
+        def close_the_others() -> None:  # a training epoch starts: no other split is being read any more
+            for other, loader in self._loaders.items():
+                if other != split:
+                    loader.close()
 
         h = self.dm.hparams
-        return StreamBatches(source.pieces, counts, chunks, lambda p: rows.mask(p.start, p.rows),
-                             batch_size=self.dm.batch_size, shuffle=train and self.dm.shuffle,
-                             window=h.shuffle_buffer, seed=self.dm.seed, rank=rank, world_size=world, equal=train,
-                             every_process=split in ("val", "test"), name=f"{source.name}={source.path!r}")
+        loader = StreamBatches(source.pieces, counts, chunks, lambda p: rows.mask(p.start, p.rows),
+                               batch_size=self.dm.batch_size, shuffle=train and self.dm.shuffle,
+                               window=h.shuffle_buffer, seed=self.dm.seed, rank=rank, world_size=world, equal=train,
+                               every_process=split in ("val", "test"), name=f"{source.name}={source.path!r}",
+                               on_start=close_the_others if train else None)
+        self._loaders[split] = loader
+        return loader
 
     def chunks(self, decode: Callable, columns: list[str]) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
         """One pass over all training rows in order, on this process alone, as ``(x, y)`` chunks (the report's
@@ -254,9 +278,9 @@ class TableStream:
         everything = list(range(len(source.pieces)))
 
         def passes() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-            for piece, offset, table, index in self._read(source, self.split("train"), everything, columns):
-                if table.num_rows:
-                    x, y, _ = decode(table, piece, offset, index)
+            for block in self._read(source, self.split("train"), everything, columns):
+                if len(block.rows):
+                    x, y, _ = decode(block)
                     yield x, y
         return passes
 

@@ -682,54 +682,64 @@ class TableDataModule(TensorDataModule):
         if split == "predict":
             path, name = (h.predict_path, "data.predict_path") if h.predict_path else (h.path, "data.path")
             kept = [h.id_column] if h.id_column is not None else features
-            columns = list(dict.fromkeys(features + kept))
 
-            def decode(table, piece, offset, rows):
-                x = self._encoded_block(table, path, name, self._stream.where(piece, rows))
-                return torch.from_numpy(x), torch.from_numpy(rows), table.select(kept)
-        else:
-            arg = {"val": "val_path", "test": "test_path"}.get(split)
-            path, name = (h[arg], f"data.{arg}") if arg and h[arg] is not None else (h.path, "data.path")
+            def decode(block):
+                given = block.table.select(kept)
+                return (torch.from_numpy(self._encoded_block(block, path, name)), torch.from_numpy(block.rows),
+                        given if block.keep is None else given.take(pa.array(block.keep)))
+            return self._stream.batches(split, decode, list(dict.fromkeys(features + kept)))
+        arg = {"val": "val_path", "test": "test_path"}.get(split)
+        path, name = (h[arg], f"data.{arg}") if arg and h[arg] is not None else (h.path, "data.path")
+        return self._stream.batches(split, self._training_decoder(path, name), features + self._targets, train=train)
 
-            def decode(table, piece, offset, rows):
-                where = self._stream.where(piece, rows)
-                x = self._encoded_block(table, path, name, where)
-                y = np.ascontiguousarray(self._targets_of(table, path, name, where), dtype=np.float32)
-                return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(rows)
-            columns = features + self._targets
-        return self._stream.batches(split, decode, columns, train=train)
+    def _training_decoder(self, path: str, name: str):
+        """``decode(block)``: the kept rows of a streamed block as ``(x, y, global rows)`` tensors."""
+        def decode(block):
+            x = self._encoded_block(block, path, name)
+            y = self._targets_of(block.table, path, name, TableStream.where(block.piece, block.offset))
+            y = np.ascontiguousarray(y if block.keep is None else y[block.keep], dtype=np.float32)
+            return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(block.rows)
+        return decode
 
-    def _encoded_block(self, table, path: str, name: str, where) -> np.ndarray:
-        """The model inputs of a streamed block: float32 ``(rows, inputs)``; a column's levels not seen in training
-        are encoded as all zeros and reported once."""
-        state = self._preprocessing
+    def _encoded_block(self, block, path: str, name: str) -> np.ndarray:
+        """The model inputs of the kept rows of a streamed block: float32 ``(rows, inputs)``. Every row of the
+        block is checked; a column's levels not seen in training are encoded as all zeros and reported once."""
+        state, table, keep = self._preprocessing, block.table, block.keep
+        where = TableStream.where(block.piece, block.offset)
         hint = ("fill it in, drop that row, or use --data.impute mean" if not state.fill else
                 "fill it in or drop that row (this column is not imputed)")
-        out = np.empty((table.num_rows, len(state.names)), dtype=np.float32)
+        # column by column into a (inputs, rows) array, so that each column is one contiguous write; the transposed
+        # view is what the batches are cut from (the shuffle and the batches copy rows out of it anyway)
+        out = np.empty((len(state.names), len(block.rows)), dtype=np.float32)
         for feature, cols in state.columns.items():
-            cells = state.filled(feature, self._cells(table, feature, path, name, where))
+            cells = self._cells(table, feature, path, name, where)
+            if feature not in state.categories and np.isfinite(cells).all():  # the common case: one pass
+                out[cols.start] = cells if keep is None else cells[keep]
+                continue
+            cells = state.filled(feature, cells)
             self._check_cells(cells, feature, path, name, "feature", hint, where)
-            out[:, cols], unseen = state.encode(feature, cells)
-            if unseen is not None and unseen.any() and feature not in self._unseen_said:
+            if keep is not None:
+                cells = cells[keep]
+            if feature not in state.categories:
+                out[cols.start] = cells  # cast to float32 as it is copied
+                continue
+            encoded, unseen = state.encode(feature, cells)
+            out[cols] = encoded.T
+            if unseen.any() and feature not in self._unseen_said:
                 self._unseen_said.add(feature)
                 i = int(np.flatnonzero(unseen)[0])
                 say(f"{name}={path!r}: column {feature!r} has categories not seen in training (first "
-                    f"{plain(cells[i])!r} at {where(i)}); encoded as all zeros", warning=True)
-        return out
+                    f"{plain(cells[i])!r} at {where(i if keep is None else int(keep[i]))}); encoded as all zeros",
+                    warning=True)
+        return out.T
 
-    def training_chunks(self, rows: int = 65_536):
+    def training_chunks(self):
         """One pass over the training rows (streaming: read from disk) as ``(x, y)`` chunks, for the report."""
         if self._stream is None:
             return None
-        path = self.hparams.path
-
-        def decode(table, piece, offset, index):
-            where = self._stream.where(piece, index)
-            x = self._encoded_block(table, path, "data.path", where)
-            y = np.ascontiguousarray(self._targets_of(table, where=where), dtype=np.float32)
-            return torch.from_numpy(x), torch.from_numpy(y), None
         self.fit_preprocessing()
-        return self._stream.chunks(decode, list(self.input_columns) + self._targets)
+        return self._stream.chunks(self._training_decoder(self.hparams.path, "data.path"),
+                                   list(self.input_columns) + self._targets)
 
     def _batches(self, split: str, train: bool = False):
         if self._stream is not None:
