@@ -31,7 +31,8 @@ from lit_regression.batches import InOrder
 from lit_regression.errors import InputError
 from lit_regression.tables import PARQUET, listing
 
-READ_ROWS = 65_536  # rows decoded at a time from a row group (pyarrow's record batches)
+READ_ROWS = 65_536  # rows of a decoded row group handed on at a time
+READ_COLUMNS = 4  # columns of a row group decoded together (in parallel)
 
 
 # --- the files ----------------------------------------------------------------------------------------------------
@@ -139,31 +140,47 @@ class ParquetSource:
 
     def read(self, piece: Piece, columns: list[str], rows: int = READ_ROWS) -> Iterator[tuple[int, pa.Table]]:
         """The piece's ``columns`` in blocks of at most ``rows`` rows: ``(offset in the piece, table)``;
-        dictionary columns decoded to their values. The row group is decoded whole (pyarrow's record-batch reader
-        holds about 3.5 times as much memory while it decodes, and is slower) and served in zero-copy slices."""
+        dictionary columns decoded to their values. The row group is decoded whole, a column at a time (pyarrow's
+        record-batch reader holds about 3.5 times as much memory while it decodes, and is slower), and served in
+        zero-copy slices."""
         import pyarrow.parquet as pq
 
         from lit_regression.tables import dense
 
-        try:
-            group = dense(pq.ParquetFile(piece.file).read_row_group(piece.group, columns=columns, use_threads=True))
+        try:  # a few columns at a time: while it decodes, pyarrow holds about three copies of what it decodes
+            reader = pq.ParquetFile(piece.file)
+            parts = [reader.read_row_group(piece.group, columns=columns[i:i + READ_COLUMNS], use_threads=True)
+                     for i in range(0, len(columns), READ_COLUMNS)]
+            group = dense(pa.Table.from_arrays([c for part in parts for c in part.columns], names=columns))
         except (OSError, pa.ArrowException) as err:
             raise InputError(f"{self.name}={self.path!r}: cannot read {piece.where()} ({err})") from None
         for offset in range(0, group.num_rows, rows):
             yield offset, group.slice(offset, rows)
+        del group, parts
+        pa.default_memory_pool().release_unused()  # hand the row group's pages back, not keep them for the next
 
     def sample(self, rows: int = 10_000) -> pa.Table:
-        """The first ``rows`` rows of the first piece (to tell numeric text from categories)."""
+        """The columns as ``_resolve_columns`` looks at them: up to ``rows`` rows of the first piece for the text
+        columns (to tell numbers written as text from categories); the others, whose kind their type tells, as
+        nulls of their type. Only the text columns are read, without pre-buffering the row group."""
         import pyarrow.parquet as pq
 
         from lit_regression.tables import dense
 
         piece = self.pieces[0]
-        try:
-            batch = next(pq.ParquetFile(piece.file).iter_batches(batch_size=rows, row_groups=[piece.group]))
-        except (OSError, pa.ArrowException) as err:
-            raise InputError(f"{self.name}={self.path!r}: cannot read {piece.where()} ({err})") from None
-        return dense(pa.Table.from_batches([batch]))
+        text = [f.name for f in self.schema if kind(f.type) == "text"]
+        n = min(rows, piece.rows)
+        read = pa.table({})
+        if text:
+            try:
+                reader = pq.ParquetFile(piece.file, pre_buffer=False)
+                batch = next(reader.iter_batches(batch_size=n, row_groups=[piece.group], columns=text))
+            except (OSError, pa.ArrowException) as err:
+                raise InputError(f"{self.name}={self.path!r}: cannot read {piece.where()} ({err})") from None
+            read = dense(pa.Table.from_batches([batch]))
+            n = read.num_rows
+        columns = {f.name: read[f.name] if f.name in text else pa.nulls(n, f.type) for f in self.schema}
+        return pa.table(columns)
 
 
 # --- the held-out split -------------------------------------------------------------------------------------------
