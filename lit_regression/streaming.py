@@ -346,9 +346,10 @@ class StreamBatches:
 
     Training (``shuffle``): the pieces are put in an order drawn from ``seed`` and the epoch, dealt to the
     processes by :func:`assign`, and each process's rows are shuffled within windows of ``window`` rows of
-    consecutive pieces. Every process serves the same number of batches, ``ceil(most rows of a process /
-    batch_size)``, its rows cut into batches of nearly equal size (none larger than ``batch_size``): every row once
-    per epoch, no padding, no process waiting for another. Evaluation and prediction: the pieces in order, dealt
+    consecutive pieces. Every process serves the same number of batches in every epoch, ``ceil(rows / batch_size)``
+    in one process, ``ceil((ceil(rows / processes) + the largest piece's rows) / batch_size)`` under DDP (enough for
+    the busiest process of any epoch), its rows cut into batches of nearly equal size (none larger than
+    ``batch_size``): every row once per epoch, no padding, no process waiting for another. Evaluation and prediction: the pieces in order, dealt
     the same way, batches of ``batch_size``.
 
     Args:
@@ -403,7 +404,11 @@ class StreamBatches:
         rows = [sum(self.counts[i] for i in share) for share in shares]
         mine = rows[self.rank]
         if self.equal:
-            k = math.ceil(max(rows) / self.batch_size)
+            # the same number in every epoch too (Lightning counts the batches once): enough for the busiest
+            # process of any epoch, which the assignment keeps within one piece of an even share
+            total, world = sum(self.counts), self.world_size
+            busiest = total if world == 1 else math.ceil(total / world) + max(self.counts)
+            k = math.ceil(busiest / self.batch_size)
             if min(rows) < k:
                 raise InputError(self._too_few(rows, f"{k} batches"))
             return [mine // k + (b < mine % k) for b in range(k)]

@@ -88,7 +88,7 @@ def test_processes_serve_every_row_once_in_equal_numbers_of_batches(world_size):
         yield rows.float()[:, None], rows.float()[:, None], rows
 
     counts = [split.count(p) for p in pieces]
-    orders = []
+    orders, counted = [], set()
     for epoch in (0, 1):
         served, lengths = [], []
         for rank in range(world_size):
@@ -101,11 +101,13 @@ def test_processes_serve_every_row_once_in_equal_numbers_of_batches(world_size):
             lengths.append(len(batches))
             served.append(torch.cat([b[2] for b in batches]))
         assert len(set(lengths)) == 1
+        counted.add(lengths[0])
         everything = torch.cat(served).numpy()
         expected = np.flatnonzero(split.mask(0, sum(sizes)))
         assert np.array_equal(np.sort(everything), expected)
         orders.append(everything)
     assert not np.array_equal(orders[0], orders[1])
+    assert len(counted) == 1  # the same number of batches in every epoch: Lightning counts them once
 
 
 def test_too_few_row_groups_for_the_processes_is_refused_by_every_process():
@@ -225,12 +227,13 @@ def test_two_processes_see_every_training_row_once_per_epoch(tmp_path):
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err[-3000:]
     expected = train_rows(len(table["price"]))
+    batches: set[str] = set()
     for epoch in (0, 1):
         rows = [np.load(seen / f"rank{r}-epoch{epoch}.npy") for r in (0, 1)]
         assert np.array_equal(np.sort(np.concatenate(rows)), expected)
         assert abs(len(rows[0]) - len(rows[1])) <= 64  # balanced to within a row group
-        batches = {(seen / f"rank{r}-epoch{epoch}.batches").read_text() for r in (0, 1)}
-        assert len(batches) == 1
+        batches |= {(seen / f"rank{r}-epoch{epoch}.batches").read_text() for r in (0, 1)}
+    assert len(batches) == 1  # on both processes, in both epochs
     (run,) = versions(tmp_path / "runs")
     # the statistics merged from two processes' shares are bit for bit those of one process reading everything
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["TableDataModule"]
