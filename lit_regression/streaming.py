@@ -40,7 +40,8 @@ def parquet_files(path: str, name: str) -> list[str]:
     """The Parquet files that ``path`` names: itself, the ``*.parquet``/``*.pq`` files under a folder (sorted,
     hidden and ``_``-prefixed names skipped, as pyarrow's datasets do), or the files a glob matches (sorted)."""
     if any(c in path for c in "*?["):
-        files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+        files = sorted(f for f in glob.glob(path, recursive=True)  # hidden and _ files skipped, as in a folder
+                       if os.path.isfile(f) and not os.path.basename(f).startswith((".", "_")))
         if not files:
             raise InputError(f"{name}={path!r} matches no file")
         return files
@@ -227,18 +228,17 @@ def held_out(val_fraction: float, test_fraction: float, seed: int, val_path: boo
     return {"train": Split(val + test, 1.0, seed), "val": Split(0.0, val, seed), "test": Split(val, val + test, seed)}
 
 
-def assign(counts: list[int], world_size: int, order: list[int] | None = None) -> list[list[int]]:
-    """Pieces (by index) for each process, in ``order``: each piece goes to the process with the fewest rows so
-    far (the lowest rank among equals), so the processes' rows differ by at most one piece's."""
+def assign(counts: list[int], world_size: int) -> list[list[int]]:
+    """Pieces (by index, in order) for each process: the largest first, each to the process with the fewest rows
+    so far (the lowest rank among equals), so the processes' rows differ by at most one piece's. The same in
+    every epoch: each process's rows, and so its number of batches, stay fixed."""
     shares: list[list[int]] = [[] for _ in range(world_size)]
     rows = [0] * world_size
-    for i in (order if order is not None else range(len(counts))):
-        if not counts[i]:
-            continue
+    for i in sorted((i for i in range(len(counts)) if counts[i]), key=lambda i: (-counts[i], i)):
         r = min(range(world_size), key=rows.__getitem__)
         shares[r].append(i)
         rows[r] += counts[i]
-    return shares
+    return [sorted(share) for share in shares]
 
 
 # --- exact column statistics --------------------------------------------------------------------------------------
@@ -344,12 +344,11 @@ def read_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[Chunk]:
 class StreamBatches:
     """Batches of this process's rows of a streamed split, read from disk every epoch.
 
-    Training (``shuffle``): the pieces are put in an order drawn from ``seed`` and the epoch, dealt to the
-    processes by :func:`assign`, and each process's rows are shuffled within windows of ``window`` rows of
-    consecutive pieces. Every process serves the same number of batches in every epoch, ``ceil(rows / batch_size)``
-    in one process, ``ceil((ceil(rows / processes) + the largest piece's rows) / batch_size)`` under DDP (enough for
-    the busiest process of any epoch), its rows cut into batches of nearly equal size (none larger than
-    ``batch_size``): every row once per epoch, no padding, no process waiting for another. Evaluation and prediction: the pieces in order, dealt
+    Training (``shuffle``): the pieces are dealt to the processes once, balanced by rows (:func:`assign`); each
+    process reads its pieces in an order drawn from ``seed`` and the epoch and shuffles their rows within windows
+    of ``window`` rows of consecutive pieces. Every process serves the same number of batches in every epoch, ``ceil(rows of the busiest
+    process / batch_size)``, its rows cut into batches of nearly equal size (none larger than ``batch_size``): every
+    row once per epoch, no padding, no process waiting for another. Evaluation and prediction: the pieces in order, dealt
     the same way, batches of ``batch_size``.
 
     Args:
@@ -392,23 +391,20 @@ class StreamBatches:
         self.epoch = epoch
 
     def _shares(self) -> list[list[int]]:
-        order = None
+        """Each process's pieces (:func:`assign`), in an order drawn from the seed and the epoch when shuffling."""
+        shares = assign(self.counts, self.world_size)
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(len(self.pieces), generator=generator).tolist()
-        return assign(self.counts, self.world_size, order)
+            shares = [[share[i] for i in torch.randperm(len(share), generator=generator).tolist()] for share in shares]
+        return shares
 
     def _sizes(self, shares: list[list[int]]) -> list[int]:
         """Rows of each of this process's batches. Every process computes every share alike, so a table with too
         few row groups for the processes is refused by all of them at once (none is left waiting for another)."""
         rows = [sum(self.counts[i] for i in share) for share in shares]
         mine = rows[self.rank]
-        if self.equal:
-            # the same number in every epoch too (Lightning counts the batches once): enough for the busiest
-            # process of any epoch, which the assignment keeps within one piece of an even share
-            total, world = sum(self.counts), self.world_size
-            busiest = total if world == 1 else math.ceil(total / world) + max(self.counts)
-            k = math.ceil(busiest / self.batch_size)
+        if self.equal:  # the shares are the same every epoch, and so is k (Lightning counts the batches once)
+            k = math.ceil(max(rows) / self.batch_size)
             if min(rows) < k:
                 raise InputError(self._too_few(rows, f"{k} batches"))
             return [mine // k + (b < mine % k) for b in range(k)]
@@ -417,7 +413,9 @@ class StreamBatches:
         return [min(self.batch_size, mine - s) for s in range(0, mine, self.batch_size)]
 
     def _too_few(self, rows: list[int], needed: str) -> str:
-        return (f"{len(self.pieces)} row groups of {self.name} leave a process {min(rows)} rows for {needed} "
+        groups = sum(1 for c in self.counts if c)
+        return (f"{groups} row group{'s' * (groups != 1)} of {self.name} leave{'s' * (groups == 1)} a process "
+                f"{min(rows)} rows for {needed} "
                 f"(rows per process: {rows}): write the table with more, smaller row groups "
                 "(pyarrow.parquet.write_table(..., row_group_size=N)) or use fewer processes")
 

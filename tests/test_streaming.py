@@ -291,3 +291,21 @@ def test_a_folder_without_streaming_says_how_to_read_it(tmp_path, capsys):
     line = one_line_error(tmp_path, capsys, {}, ["--data.path", "{d}/shop", "--data.target", "price"],
                           "TableDataModule")
     assert "is a folder: Parquet files of a folder or glob are read with --data.streaming true" in line
+
+
+def test_held_out_files_without_a_feature_and_a_test_without_rows_are_one_line(tmp_path, capsys):
+    write_folder(tmp_path / "shop")
+    other = pq.read_table(tmp_path / "shop" / "part-2.parquet").drop_columns(["city"])
+    pq.write_table(other, tmp_path / "val.parquet")
+    line = one_line_error(tmp_path, capsys, {}, ["--data.path", "{d}/shop/part-[01].parquet", "--data.target", "price",
+                                                 "--data.streaming", "true", "--data.batch_size", "32",
+                                                 "--data.val_path", "{d}/val.parquet"], "TableDataModule")
+    assert "data.val_path=" in line and "has no feature column 'city'" in line
+    from lit_regression.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", "--model", "LinearRegression", "--data", "TableDataModule", "--data.path", str(tmp_path / "shop"),
+              "--data.target", "price", "--data.streaming", "true", "--data.batch_size", "32",
+              "--data.val_fraction", "0", "--trainer.default_root_dir", str(tmp_path / "runs"), *QUIET])
+    assert exit_info.value.code == 2
+    assert "test has no rows" in capsys.readouterr().err

@@ -113,9 +113,12 @@ class TableStream:
             elif (h.test_fraction if split == "test" else h.val_fraction) > 0:
                 parts.append(f"{self.n_rows(split):,} {'validation' if split == 'val' else 'test'}")
         shuffled = f", shuffled within windows of {h.shuffle_buffer:,} rows" if self.dm.shuffle else ""
+        hashed = (h.val_fraction and h.val_path is None) or (h.test_fraction and h.test_path is None)
+        how = " (held out by a hash of the row index and the seed)" if hashed else ""
+        groups = len(source.pieces)
         return (f"Streaming data.path: {source.num_rows:,} rows in {files} file{'s' * (files > 1)} "
-                f"({len(source.pieces)} row groups), read from disk every epoch: {', '.join(parts)} rows (held out by "
-                f"a hash of the row index and the seed); batches of {self.dm.batch_size:,} rows{shuffled}")
+                f"({groups} row group{'s' * (groups > 1)}), read from disk every epoch: {', '.join(parts)} rows{how}; "
+                f"batches of {self.dm.batch_size:,} rows{shuffled}")
 
     # --- the first pass: categories and labels ------------------------------------------------------------------
     def scan(self, categorical: list[str], label: str | None, limit: int) -> None:
@@ -162,12 +165,13 @@ class TableStream:
 
     # --- the second pass: numeric statistics --------------------------------------------------------------------
     def preprocessing(self, features: list[str], categories: dict[str, list], strategies: dict[str, str],
-                      standardize: bool, cells: Callable, check: Callable,
-                      targets: Callable | None) -> Preprocessing:
+                      standardize: bool, cells: Callable, check: Callable, targets: Callable,
+                      scale_targets: bool) -> Preprocessing:
         """Imputation values, means and scales of the numeric features (and targets), exact: each process reads
         its share of the pieces, the pieces' statistics are gathered and merged in piece order. ``cells(table,
         column, where)`` gives a feature's float64 cells, ``check(cells, column, where)`` refuses empty or
-        non-finite ones, ``targets(table, where)`` gives the float64 targets (checked)."""
+        non-finite ones, ``targets(table, where)`` gives the float64 targets (checked), whose mean and scale are
+        fitted when ``scale_targets``."""
         trainer = self.dm.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         numeric = [f for f in features if f not in categories]
@@ -189,9 +193,9 @@ class TableStream:
                     check(np.where(np.isnan(values), 0.0, values) if imputed else values, column, where)
                     columns.append(values if keep is None else values[keep])
                 stats = ColumnStats.of(columns)
+                y = targets(table, where)  # checked on every row, scaled or not: a bad target stops here, not later
                 target_stats = None
-                if targets is not None:
-                    y = targets(table, where)
+                if scale_targets:
                     target_stats = ColumnStats.of([t if keep is None else t[keep] for t in y.T])
                 index = source.pieces.index(piece)
                 if index in mine:
@@ -212,7 +216,7 @@ class TableStream:
         stats, target_stats = ColumnStats(len(numeric)), ColumnStats(len(self.dm.target_names))
         for i in sorted(merged):
             stats.merge(merged[i][0])
-            if targets is not None:
+            if scale_targets:
                 target_stats.merge(merged[i][1])
         rows = self.n_rows("train")
         out = Preprocessing(features, categories)
@@ -237,7 +241,7 @@ class TableStream:
             scale.append(float(stats.scale(rows)[j]))  # filled cells add rows at the mean: no deviation
         if standardize:
             out.mean, out.scale = mean, scale
-        if targets is not None:
+        if scale_targets:
             out.target_mean, out.target_scale = target_stats.mean.tolist(), target_stats.scale(rows).tolist()
         return out
 
@@ -266,7 +270,7 @@ class TableStream:
         loader = StreamBatches(source.pieces, counts, chunks, lambda p: rows.mask(p.start, p.rows),
                                batch_size=self.dm.batch_size, shuffle=train and self.dm.shuffle,
                                window=h.shuffle_buffer, seed=self.dm.seed, rank=rank, world_size=world, equal=train,
-                               every_process=split in ("val", "test"), name=f"{source.name}={source.path!r}",
+                               every_process=True, name=f"{source.name}={source.path!r}",
                                on_start=close_the_others if train else None)
         self._loaders[split] = loader
         return loader

@@ -74,6 +74,12 @@ class TableDataModule(TensorDataModule):
         shuffle: reshuffle the training rows every epoch (from ``seed``).
         seed: seed of the split and the shuffling.
         on_device: keep all split tensors on the accelerator once (no copy per step).
+        streaming: read the table from disk every epoch instead of into memory (README, "Big tables"): ``path``
+            (and ``val_path``, ``test_path``, ``predict_path``) may then be a Parquet file, a folder of Parquet
+            files or a glob; needs ``batch_size``. Rows are held out by a hash of their global row index.
+        val_path: streaming: the validation rows' own files (no rows of ``path`` are then held out for them).
+        test_path: streaming: the test rows' own files (likewise).
+        shuffle_buffer: streaming with ``shuffle``: rows of consecutive row groups shuffled together.
     """
 
     # known per instance (from the ``task`` argument); None keeps the CLI's class-level check out of the way
@@ -252,8 +258,9 @@ class TableDataModule(TensorDataModule):
         names = table.column_names
         path = h.path
         if self._stream is not None:
-            self._require(table, self._targets + ([h.id_column] if h.id_column is not None else []), path,
-                          "data.path", "target")
+            self._require(table, self._targets, path, "data.path", "target")
+            if h.id_column is not None:
+                self._require(table, [h.id_column], path, "data.path", "id")
         if h.features is not None:
             self._require(table, list(h.features), path, "data.path", "feature")
         for arg, given in (("categorical", h.categorical), ("impute", h.impute if isinstance(h.impute, dict) else None),
@@ -550,7 +557,7 @@ class TableDataModule(TensorDataModule):
 
         scaled = h.standardize_target and self.task == "regression"
         return self._stream.preprocessing(list(self.input_columns), dict(h.categories), strategies, h.standardize,
-                                          cells, check, targets if scaled else None)
+                                          cells, check, targets, scaled)
 
     def state_dict(self) -> dict[str, Any]:
         if self._stream is not None:  # streamed: fitted when fit starts (a pass over the data), never here
@@ -650,6 +657,8 @@ class TableDataModule(TensorDataModule):
             self._predict_source()
         else:
             self.load_training()
+            if self._stream is not None:
+                self._check_held_out_sources(stage)
             if stage == "fit":
                 say(self.describe_columns())
                 if self._stream is not None:
@@ -661,6 +670,22 @@ class TableDataModule(TensorDataModule):
                 say(f"test runs on the {rows} validation rows: data.test_fraction is 0 (give it a fraction to hold "
                     "out rows for test alone)")
         self.splits = {}
+
+    def _check_held_out_sources(self, stage: str) -> None:
+        """Streaming: the files of --data.val_path and --data.test_path have the features and the target; the
+        split that ``stage`` runs on has rows."""
+        h = self.hparams
+        for split in ("val", "test"):
+            arg = f"{split}_path"
+            if h[arg] is not None:
+                source = self._stream.source(split)
+                self._require(source, list(self.input_columns), h[arg], f"data.{arg}", "feature")
+                self._require(source, self._targets, h[arg], f"data.{arg}", "target")
+        split = {"validate": "val", "test": "test"}.get(stage)
+        if split is not None and not self._stream.n_rows(split):
+            raise InputError(f"{getattr(stage, 'value', stage)} has no rows: data.val_fraction={h.val_fraction!r} and "
+                             f"data.test_fraction={h.test_fraction!r} hold none out of data.path={h.path!r}; give a "
+                             "fraction, or the rows' own files with --data.val_path / --data.test_path")
 
     def _predict_source(self):
         """The table to predict, checked for the feature columns: read whole, or (streaming) its files' schema."""
