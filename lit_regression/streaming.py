@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
+
 from lit_regression.batches import InOrder
 from lit_regression.errors import InputError
-from lit_regression.tables import PARQUET, listing
+from lit_regression.tables import PARQUET, dense, listing
 
 READ_ROWS = 65_536  # rows of a decoded row group handed on at a time
 READ_COLUMNS = 4  # columns of a row group decoded together (in parallel)
@@ -94,7 +95,7 @@ class ParquetSource:
     it (``data.path``), for messages."""
 
     def __init__(self, path: str, name: str) -> None:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # here, not at import: every command would pay for it
 
         self.path, self.name = path, name
         self.files = parquet_files(path, name)
@@ -146,8 +147,6 @@ class ParquetSource:
         zero-copy slices."""
         import pyarrow.parquet as pq
 
-        from lit_regression.tables import dense
-
         try:  # a few columns at a time: while it decodes, pyarrow holds about three copies of what it decodes
             reader = pq.ParquetFile(piece.file)
             parts = [reader.read_row_group(piece.group, columns=columns[i:i + READ_COLUMNS], use_threads=True)
@@ -165,8 +164,6 @@ class ParquetSource:
         columns (to tell numbers written as text from categories); the others, whose kind their type tells, as
         nulls of their type. Only the text columns are read, without pre-buffering the row group."""
         import pyarrow.parquet as pq
-
-        from lit_regression.tables import dense
 
         piece = self.pieces[0]
         text = [f.name for f in self.schema if kind(f.type) == "text"]
@@ -305,26 +302,25 @@ def read_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[Chunk]:
     stop = threading.Event()
     done = object()
 
+    def put(item: Any) -> bool:
+        """Queue ``item`` once there is room; ``False`` if the consumer stopped first."""
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        out.put(chunk, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(chunk):
                     return
             item: Any = done
         except BaseException as err:  # handed to the consumer
             item = err
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        put(item)
 
     thread = threading.Thread(target=produce, name="lit-regression-reader", daemon=True)
     thread.start()
@@ -344,12 +340,12 @@ def read_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[Chunk]:
 class StreamBatches:
     """Batches of this process's rows of a streamed split, read from disk every epoch.
 
-    Training (``shuffle``): the pieces are dealt to the processes once, balanced by rows (:func:`assign`); each
+    The pieces are dealt to the processes once, balanced by rows (:func:`assign`). Training (``shuffle``): each
     process reads its pieces in an order drawn from ``seed`` and the epoch and shuffles their rows within windows
-    of ``window`` rows of consecutive pieces. Every process serves the same number of batches in every epoch, ``ceil(rows of the busiest
-    process / batch_size)``, its rows cut into batches of nearly equal size (none larger than ``batch_size``): every
-    row once per epoch, no padding, no process waiting for another. Evaluation and prediction: the pieces in order, dealt
-    the same way, batches of ``batch_size``.
+    of ``window`` rows of consecutive pieces. Every process serves the same number of batches in every epoch,
+    ``ceil(rows of the busiest process / batch_size)``, its rows cut into batches of nearly equal size (none
+    larger than ``batch_size``): every row once per epoch, no padding, no process waiting for another.
+    Evaluation and prediction: each process's pieces in order, batches of ``batch_size``.
 
     Args:
         pieces: the source's pieces; ``counts`` the rows of each that the split takes.
@@ -454,8 +450,7 @@ class StreamBatches:
             held = [tuple(_take(part, order[start:]) for part in window)] if start < rows else []
             rows -= start
         if sizes or rows:
-            raise RuntimeError(f"the stream served a different number of rows than counted ({rows} left over): a "
-                               "file changed while it was read?")
+            raise _miscounted(rows)
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         self.close()
@@ -523,5 +518,9 @@ def _rebatched(chunks: Iterator[Chunk], sizes: list[int]) -> Iterator[tuple[Any,
             rows = rest
             size = next(sizes, None)
     if size is not None or rows:
-        raise RuntimeError(f"the stream served a different number of rows than counted ({rows} left over): a file "
-                           "changed while it was read?")
+        raise _miscounted(rows)
+
+
+def _miscounted(rows: int) -> RuntimeError:
+    return RuntimeError(f"the stream served a different number of rows than counted ({rows} left over): a file "
+                        "changed while it was read?")
