@@ -15,6 +15,11 @@ import torch
 from torch.utils.data import SequentialSampler
 
 
+def process_of(trainer) -> tuple[int, int]:
+    """``(rank, world_size)`` of this process under ``trainer`` (``(0, 1)`` without one)."""
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
 class TensorBatches:
     """An iterable of batches ``tuple(t[i:j] for t in tensors)`` over tensors that share their first dimension.
 

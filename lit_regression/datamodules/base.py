@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 
-from lit_regression.batches import TensorBatches
+from lit_regression.batches import TensorBatches, process_of
 from lit_regression.errors import InputError
 
 SPLITS = ("train", "val", "test", "predict")
@@ -124,7 +124,7 @@ class TensorDataModule(L.LightningDataModule):
         if tensors is None or len(tensors[0]) == 0:
             return []
         trainer = self.trainer
-        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        rank, world_size = process_of(trainer)
         if self.on_device and trainer is not None:
             tensors = tuple(t.to(trainer.strategy.root_device) for t in tensors)
             self.splits[split] = tensors

@@ -11,14 +11,15 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from lit_regression.batches import process_of
 from lit_regression.errors import InputError
 from lit_regression.preprocessing import Preprocessing, fit_levels, plain
 from lit_regression.streaming import (ColumnStats, ParquetSource, Piece, Split, StreamBatches, assign, gathered,
                                       held_out)
 from lit_regression.tables import values
 
-SOURCES = {"train": ("path", "data.path"), "val": ("val_path", "data.val_path"), "test": ("test_path", "data.test_path"),
-           "predict": ("predict_path", "data.predict_path")}
+SOURCES = {"train": ("path", "data.path"), "val": ("val_path", "data.val_path"),
+           "test": ("test_path", "data.test_path"), "predict": ("predict_path", "data.predict_path")}
 
 
 class Block(NamedTuple):
@@ -59,14 +60,14 @@ class TableStream:
     def split(self, split: str) -> Split:
         """The rows of :meth:`source` that ``split`` takes."""
         h = self.dm.hparams
-        if split == "test" and h.test_path is None and not h.test_fraction:
-            split = "val"  # as in memory: test runs on the validation rows
+        split = self._resolved(split)
         if split == "predict" or (split != "train" and h.get(SOURCES[split][0]) is not None):
             return Split()
         return held_out(h.val_fraction, h.test_fraction, self.dm.seed, h.val_path is not None,
                         h.test_path is not None)[split]
 
     def _resolved(self, split: str) -> str:
+        """``test`` without rows of its own runs on the validation rows, as in memory."""
         h = self.dm.hparams
         return "val" if split == "test" and h.test_path is None and not h.test_fraction else split
 
@@ -173,37 +174,33 @@ class TableStream:
         non-finite ones, ``targets(table, where)`` gives the float64 targets (checked), whose mean and scale are
         fitted when ``scale_targets``."""
         trainer = self.dm.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        rank, world = process_of(trainer)
         numeric = [f for f in features if f not in categories]
         uncounted = [f for f in categories if strategies.get(f, "none") != "none" and f not in (self.levels or {})]
         if uncounted:  # categories given as arguments: their most frequent level is still to be counted
             self.scan(uncounted, None, max(len(categories[f]) for f in uncounted))
-        mine: dict[int, tuple] = {}
+        width = len(self.dm.target_names)
+        mine: dict[int, tuple[ColumnStats, ColumnStats]] = {}  # each piece of this process's share: its statistics
         error = None
         try:
-            share = assign(self.counts("train"), world)[rank]
-            source = self.source("train")
-            for block in self._read(source, self.split("train"), share, numeric + list(self.dm.target_names)):
-                piece, table, keep = block.piece, block.table, block.keep
-                where = self.where(piece, block.offset)
-                columns = []
-                for column in numeric:  # every row of the block is checked, the training rows counted
-                    values = cells(table, column, where)
-                    imputed = strategies.get(column, "none") != "none"
-                    check(np.where(np.isnan(values), 0.0, values) if imputed else values, column, where)
-                    columns.append(values if keep is None else values[keep])
-                stats = ColumnStats.of(columns)
-                y = targets(table, where)  # checked on every row, scaled or not: a bad target stops here, not later
-                target_stats = None
-                if scale_targets:
-                    target_stats = ColumnStats.of([t if keep is None else t[keep] for t in y.T])
-                index = source.pieces.index(piece)
-                if index in mine:
-                    mine[index][0].merge(stats)
-                    if target_stats is not None:
-                        mine[index][1].merge(target_stats)
-                else:
-                    mine[index] = (stats, target_stats)
+            source, train = self.source("train"), self.split("train")
+            for i in assign(self.counts("train"), world)[rank]:
+                piece = source.pieces[i]
+                stats, target_stats = mine[i] = ColumnStats(len(numeric)), ColumnStats(width)
+                for block in self.blocks(source, piece, train.mask(piece.start, piece.rows),
+                                         numeric + list(self.dm.target_names)):
+                    table, keep = block.table, block.keep
+                    where = self.where(piece, block.offset)
+                    columns = []
+                    for column in numeric:  # every row of the block is checked, the training rows counted
+                        values = cells(table, column, where)
+                        imputed = strategies.get(column, "none") != "none"
+                        check(np.where(np.isnan(values), 0.0, values) if imputed else values, column, where)
+                        columns.append(values if keep is None else values[keep])
+                    stats.merge(ColumnStats.of(columns))
+                    y = targets(table, where)  # checked on every row, scaled or not: a bad target stops here
+                    if scale_targets:
+                        target_stats.merge(ColumnStats.of([t if keep is None else t[keep] for t in y.T]))
         except InputError as err:
             error = str(err)
         parts = gathered((error, mine), trainer)
@@ -213,11 +210,10 @@ class TableStream:
         merged: dict[int, tuple] = {}
         for _, part in parts:
             merged.update(part)
-        stats, target_stats = ColumnStats(len(numeric)), ColumnStats(len(self.dm.target_names))
+        stats, target_stats = ColumnStats(len(numeric)), ColumnStats(width)
         for i in sorted(merged):
             stats.merge(merged[i][0])
-            if scale_targets:
-                target_stats.merge(merged[i][1])
+            target_stats.merge(merged[i][1])
         rows = self.n_rows("train")
         out = Preprocessing(features, categories)
         mean, scale = [], []
@@ -233,8 +229,8 @@ class TableStream:
                 continue
             j = numeric.index(feature)
             if stats.n[j] == 0:
-                raise InputError(f"data.path={self.source('train').path!r}: feature column {feature!r} has no values in "
-                                 "the training rows")
+                raise InputError(f"data.path={self.source('train').path!r}: feature column {feature!r} has no "
+                                 "values in the training rows")
             if strategy != "none":
                 out.fill[feature] = float(stats.mean[j])
             mean.append(float(stats.mean[j]))
@@ -252,9 +248,8 @@ class TableStream:
         counts = self.counts(split)
         if not sum(counts):
             return []
-        source, rows = self.source(self._resolved(split)), self.split(self._resolved(split))
-        trainer = self.dm.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        source, rows = self.source(self._resolved(split)), self.split(split)
+        rank, world = process_of(self.dm.trainer)
 
         def chunks(piece: Piece, mask: np.ndarray | None) -> Iterator[tuple]:
             for block in self.blocks(source, piece, mask, columns):
