@@ -414,15 +414,15 @@ class TableDataModule(TensorDataModule):
                              f"{self._where(path, i, where)}")
         return labels
 
-    def _numbers(self, table, column: str, path: str, name: str, what: str, where_=None) -> np.ndarray:
+    def _numbers(self, table, column: str, path: str, name: str, what: str, where=None) -> np.ndarray:
         """A numeric column as float64 (NaN for empty cells); a text cell raises, naming the file, column, row."""
-        def where(i: int, value) -> InputError:
+        def error_at(i: int, value) -> InputError:
             if value is None:
                 return InputError(f"{name}={path!r}: {what} column {column!r} holds {type_name(table[column])}; "
                                   f"{what} columns must hold numbers")
             return InputError(f"{name}={path!r}: {what} column {column!r} has a non-numeric value {str(value)!r} at "
-                              f"{self._where(path, i, where_)}; {what} columns must hold numbers only")
-        return numbers(table[column], where)
+                              f"{self._where(path, i, where)}; {what} columns must hold numbers only")
+        return numbers(table[column], error_at)
 
     def _check_cells(self, values: np.ndarray, column: str, path: str, name: str, what: str, hint: str,
                      where=None) -> None:
