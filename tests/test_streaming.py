@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,13 @@ import pytest
 import torch
 
 from conftest import ROOT, one_line_error, run_cli, versions
+from test_faults import QUIET, assert_same_state
+from test_faults import cli_process as faults_process
 from lit_regression.datamodules import TableDataModule
 from lit_regression.streaming import Split, StreamBatches, held_out, uniform
 
 CITIES = ["Lyon", "Nice", "Paris"]
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-         "--trainer.accelerator", "cpu"]
 
 
 def write_folder(folder: Path, sizes=(230, 170, 300), group: int = 64, seed: int = 0, gaps: bool = True) -> dict:
@@ -175,10 +174,9 @@ def test_streamed_fit_reaches_the_least_squares_optimum_and_predicts_every_row_o
     assert all(ids[i] == f"o{i}" for i in range(0, len(table["price"]), 37))
 
 
-def cli_process(*args, root: Path, **popen) -> subprocess.Popen:
-    command = [sys.executable, "-m", "lit_regression", *map(str, args), "--trainer.default_root_dir", str(root), *QUIET]
-    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                            **popen)
+def cli_process(*args, root: Path) -> subprocess.Popen:
+    """test_faults' real process, with ``tests/`` on PYTHONPATH for the callbacks of streamed_callbacks."""
+    return faults_process(*args, root=root, env=ENV)
 
 
 def fit_args(folder: Path, epochs: int) -> list:
@@ -194,8 +192,6 @@ def test_a_kill_in_the_middle_of_an_epoch_resumes_bit_identical(tmp_path):
     """SIGKILL after batch 3 of epoch 2 (0-based): the resume starts again from the checkpoint of epoch 1 and
     replays epoch 2 in the same order (it depends on the seed and the epoch alone), so the run ends with the
     weights and optimizer state of a run that was never stopped."""
-    from test_faults import assert_same_state
-
     write_folder(tmp_path / "shop")
     killed = cli_process(*fit_args(tmp_path / "shop", 5), "--trainer.callbacks+=streamed_callbacks.KillAt",
                          "--trainer.callbacks.epoch", "2", "--trainer.callbacks.batch", "3", root=tmp_path / "killed")
