@@ -9,6 +9,8 @@
 * :class:`StreamBatches`: the loader that Lightning iterates: this process's pieces, decoded by a reading thread
   while the model trains on the rows before them, shuffled within a bounded window, cut into the same number of
   batches on every process.
+* :class:`DecodedCache`: the rows a loader decoded in its first epoch, kept encoded in a scratch file and read
+  back in the later epochs instead of decoding the Parquet files again.
 * :class:`ColumnStats`: count, mean and sum of squared deviations of numeric columns, merged exactly (Chan et
   al.'s pairwise update) across pieces and processes.
 """
@@ -19,6 +21,7 @@ import glob
 import math
 import os
 import queue
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,7 +32,7 @@ import pyarrow as pa
 import torch
 
 from lit_regression.batches import InOrder
-from lit_regression.errors import InputError
+from lit_regression.errors import InputError, say
 from lit_regression.tables import PARQUET, dense, listing
 
 READ_ROWS = 65_536  # rows of a decoded row group handed on at a time
@@ -147,8 +150,9 @@ class ParquetSource:
         zero-copy slices."""
         import pyarrow.parquet as pq
 
-        try:  # a few columns at a time: while it decodes, pyarrow holds about three copies of what it decodes
-            reader = pq.ParquetFile(piece.file)
+        try:  # a few columns at a time: while it decodes, pyarrow holds about three copies of what it decodes;
+            # memory-mapped: the column chunks are decoded from the file's pages, not from a copy read into memory
+            reader = pq.ParquetFile(piece.file, memory_map=True)
             parts = [reader.read_row_group(piece.group, columns=columns[i:i + READ_COLUMNS], use_threads=True)
                      for i in range(0, len(columns), READ_COLUMNS)]
             group = dense(pa.Table.from_arrays([c for part in parts for c in part.columns], names=columns))
@@ -337,6 +341,79 @@ def read_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[Chunk]:
         thread.join()
 
 
+class DecodedCache:
+    """The chunks that a loader decoded, piece by piece, in an unnamed scratch file under ``folder`` (deleted by
+    the system when the process ends, killed or not), read back in later epochs instead of decoding the Parquet
+    files again: the same chunks in the same order, so the same batches, bit for bit. A piece counts as kept
+    once all its chunks are written (an iteration left unfinished keeps none of the piece it was in). If the file
+    cannot be written (a full disk), the loader says so once and decodes every epoch from then on."""
+
+    def __init__(self, folder: str, name: str) -> None:
+        self.folder, self.name = folder, name
+        self.file = None
+        self.kept: dict[int, list[list[tuple]]] = {}  # piece -> its chunks -> each part's (offset, dtype, shape, T)
+        self.end = 0  # bytes written
+
+    def __contains__(self, piece: int) -> bool:
+        return piece in self.kept
+
+    def read(self, piece: int) -> Iterator[Chunk]:
+        for parts in self.kept[piece]:
+            yield tuple(self._read_part(*part) for part in parts)
+
+    def _read_part(self, offset: int, dtype: np.dtype, shape: tuple, transposed: bool) -> torch.Tensor:
+        out = np.empty(shape, dtype)
+        view, done = memoryview(out).cast("B"), 0
+        while done < len(view):
+            n = os.preadv(self.file.fileno(), [view[done:]], offset + done)
+            if n <= 0:
+                raise RuntimeError(f"the scratch file of {self.name} under {self.folder!r} ended early")
+            done += n
+        tensor = torch.from_numpy(out)
+        return tensor.T if transposed else tensor
+
+    def write(self, piece: int, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        """``chunks`` passed through, each also written; the piece is kept once the last is written."""
+        written: list[list[tuple]] | None = []
+        for chunk in chunks:
+            if written is not None:
+                written = self._written(chunk, written)
+            yield chunk
+        if written is not None:
+            self.kept[piece] = written
+
+    def _written(self, chunk: Chunk, written: list) -> list | None:
+        try:
+            if self.file is None:
+                self.file = tempfile.TemporaryFile(dir=self.folder, prefix="lit-regression-rows-")
+            parts = []
+            for part in chunk:
+                transposed = part.dim() == 2 and not part.is_contiguous() and part.T.is_contiguous()
+                values = (part.T if transposed else part.contiguous()).numpy()
+                view, done = memoryview(values).cast("B"), 0
+                while done < len(view):
+                    done += os.pwrite(self.file.fileno(), view[done:], self.end + done)
+                parts.append((self.end, values.dtype, values.shape, transposed))
+                self.end += len(view)
+        except OSError as err:
+            say(f"data.cache_dir={self.folder!r}: cannot keep the decoded rows of {self.name} there ({err}); they "
+                "are decoded from the Parquet files every epoch", warning=True)
+            self.close()
+            self.folder = None
+            return None
+        written.append(parts)
+        return written
+
+    @property
+    def usable(self) -> bool:
+        return self.folder is not None
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.file, self.kept, self.end = None, {}, 0
+
+
 class StreamBatches:
     """Batches of this process's rows of a streamed split, read from disk every epoch.
 
@@ -357,6 +434,7 @@ class StreamBatches:
         every_process: refuse a share without rows under DDP (validation and test: a process without batches
             would skip the epoch's end, where the metrics of all processes are summed).
         name: what messages call the table.
+        cache_dir: a folder for a :class:`DecodedCache` of this process's rows (``None``: decode every epoch).
         on_start: called when an iteration starts (the datamodule closes its other loaders' unfinished ones).
     """
 
@@ -365,7 +443,7 @@ class StreamBatches:
     def __init__(self, pieces: list[Piece], counts: list[int], decode: Decode, masks: Callable[[Piece], Any],
                  batch_size: int, shuffle: bool = False, window: int = 131_072, seed: int = 0, rank: int = 0,
                  world_size: int = 1, equal: bool = False, every_process: bool = False, name: str = "the table",
-                 on_start: Callable[[], None] | None = None) -> None:
+                 cache_dir: str | None = None, on_start: Callable[[], None] | None = None) -> None:
         self.pieces, self.counts, self.decode, self.masks = pieces, counts, decode, masks
         self.batch_size, self.shuffle, self.window = batch_size, shuffle, max(window, 1)
         self.seed, self.rank, self.world_size, self.equal = seed, rank, world_size, equal
@@ -373,6 +451,7 @@ class StreamBatches:
         self.epoch = 0
         self._in_order: InOrder | None = None
         self._live: Iterator | None = None  # the reading thread's batches of the iteration in progress
+        self.cache = DecodedCache(cache_dir, name) if cache_dir is not None else None
 
     @property
     def sampler(self):
@@ -423,9 +502,14 @@ class StreamBatches:
         return sum(self.counts[i] for i in self._shares()[self.rank])
 
     def _chunks(self, share: list[int]) -> Iterator[Chunk]:
+        cache = self.cache if self.cache is not None and self.cache.usable else None
         for i in share:
+            if cache is not None and i in cache:
+                yield from cache.read(i)
+                continue
             piece = self.pieces[i]
-            yield from self.decode(piece, self.masks(piece))
+            chunks = self.decode(piece, self.masks(piece))
+            yield from chunks if cache is None or not cache.usable else cache.write(i, chunks)
 
     def _shuffled(self, chunks: Iterator[Chunk], sizes: list[int]) -> Iterator[tuple[Any, ...]]:
         """Batches of ``sizes`` rows drawn from windows of at least ``window`` rows (all that is left at the end):

@@ -109,6 +109,56 @@ def test_processes_serve_every_row_once_in_equal_numbers_of_batches(world_size):
     assert len(counted) == 1  # the same number of batches in every epoch: Lightning counts them once
 
 
+def test_the_decoded_cache_serves_the_same_batches_without_decoding_again(tmp_path, monkeypatch, capsys):
+    """With data.cache_dir, a loader decodes each piece once (an iteration left unfinished keeps none of the
+    piece it was in) and later epochs read the kept chunks back: the batches are bit for bit those of a loader
+    that decodes every epoch. A scratch file that cannot be written is said once, and decoding goes on."""
+    from lit_regression.streaming import Piece
+
+    sizes = [100, 37, 64, 64, 90, 5, 128]
+    starts = np.cumsum([0] + sizes[:-1])
+    pieces = [Piece("f", i, int(s), n) for i, (s, n) in enumerate(zip(starts, sizes))]
+    split = Split(0.25, 1.0, seed=3)
+    decoded: list[int] = []  # the cached loader's decoded pieces
+
+    def decode(piece, mask, count=False):
+        if count:
+            decoded.append(piece.group)
+        rows = torch.arange(piece.start, piece.start + piece.rows)[torch.from_numpy(mask)]
+        x = torch.stack([rows.double().sin(), rows.double().cos(), rows.double()]).float()  # column-major, as ours
+        for start in range(0, len(rows), 40):  # several chunks per piece
+            yield x.T[start:start + 40], rows.float()[start:start + 40, None], rows[start:start + 40]
+
+    def loader(cache_dir):
+        return StreamBatches(pieces, [split.count(p) for p in pieces],
+                             lambda p, m: decode(p, m, count=cache_dir is not None), lambda p: split.mask(p.start, p.rows),
+                             batch_size=16, shuffle=True, window=50, seed=7, equal=True, cache_dir=cache_dir)
+
+    plain, cached = loader(None), loader(str(tmp_path))
+    next(iter(cached))  # left unfinished, as by Lightning's sanity check
+    cached.close()
+    for epoch in range(3):
+        for one in (plain, cached):
+            one.set_epoch(epoch)
+        expected, got = list(plain), list(cached)
+        assert len(got) == len(expected)
+        for a, b in zip(expected, got):
+            assert all(torch.equal(u, v) for u, v in zip(a, b))
+        if epoch == 0:  # every piece decoded by now; not one again afterwards
+            assert set(decoded) == set(range(len(pieces)))
+            first = len(decoded)
+    assert len(decoded) == first
+
+    def full(fd, data, offset):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    broken = loader(str(tmp_path))
+    assert np.array_equal(torch.cat([b[2] for b in broken]).sort().values.numpy(),
+                          np.flatnonzero(split.mask(0, sum(sizes))))
+    assert "cannot keep the decoded rows" in capsys.readouterr().err and not broken.cache.usable
+
+
 def test_too_few_row_groups_for_the_processes_is_refused_by_every_process():
     from lit_regression.streaming import InputError, Piece
 
@@ -191,15 +241,17 @@ def fit_args(folder: Path, epochs: int) -> list:
 def test_a_kill_in_the_middle_of_an_epoch_resumes_bit_identical(tmp_path):
     """SIGKILL after batch 3 of epoch 2 (0-based): the resume starts again from the checkpoint of epoch 1 and
     replays epoch 2 in the same order (it depends on the seed and the epoch alone), so the run ends with the
-    weights and optimizer state of a run that was never stopped."""
+    weights and optimizer state of a run that was never stopped. The killed and resumed runs keep their decoded
+    rows in data.cache_dir (the resumed one decodes again in its first epoch), the uninterrupted one does not."""
     write_folder(tmp_path / "shop")
-    killed = cli_process(*fit_args(tmp_path / "shop", 5), "--trainer.callbacks+=streamed_callbacks.KillAt",
+    cache = ["--data.cache_dir", tmp_path]
+    killed = cli_process(*fit_args(tmp_path / "shop", 5), *cache, "--trainer.callbacks+=streamed_callbacks.KillAt",
                          "--trainer.callbacks.epoch", "2", "--trainer.callbacks.batch", "3", root=tmp_path / "killed")
     killed.communicate(timeout=240)
     assert killed.returncode == -signal.SIGKILL
     (run,) = versions(tmp_path / "killed")
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
-    resumed = cli_process(*fit_args(tmp_path / "shop", 5), "--ckpt_path", "last", root=tmp_path / "killed")
+    resumed = cli_process(*fit_args(tmp_path / "shop", 5), *cache, "--ckpt_path", "last", root=tmp_path / "killed")
     _, err = resumed.communicate(timeout=240)
     assert resumed.returncode == 0, err[-3000:]
     full = cli_process(*fit_args(tmp_path / "shop", 5), root=tmp_path / "full")
@@ -262,6 +314,7 @@ def bad_folders(tmp_path: Path) -> None:
     ("mixed", [], "the files' schemas disagree: column 'minutes' holds string in"),
     ("typo", [], "has a non-numeric value '12,5 min' at"),
     ("mixed/part-0.parquet", ["--data.impute", "median"], "the median is not available with data.streaming"),
+    ("mixed/part-0.parquet", ["--data.cache_dir", "{d}/nowhere"], "is invalid: expected a folder that exists and can be written"),
 ])
 def test_bad_streamed_input_is_one_line_and_exit_2(path, extra, expected, tmp_path, capsys):
     bad_folders(tmp_path)
@@ -287,6 +340,9 @@ def test_a_folder_without_streaming_says_how_to_read_it(tmp_path, capsys):
     line = one_line_error(tmp_path, capsys, {}, ["--data.path", "{d}/shop", "--data.target", "price"],
                           "TableDataModule")
     assert "is a folder: Parquet files of a folder or glob are read with --data.streaming true" in line
+    line = one_line_error(tmp_path, capsys, {}, ["--data.path", "{d}/shop/part-0.parquet", "--data.target", "price",
+                                                 "--data.cache_dir", "{d}"], "TableDataModule")
+    assert "keeps streamed rows: it needs --data.streaming true" in line
 
 
 def test_held_out_files_without_a_feature_and_a_test_without_rows_are_one_line(tmp_path, capsys):

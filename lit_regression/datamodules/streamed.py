@@ -266,6 +266,7 @@ class TableStream:
                                batch_size=self.dm.batch_size, shuffle=train and self.dm.shuffle,
                                window=h.shuffle_buffer, seed=self.dm.seed, rank=rank, world_size=world, equal=train,
                                every_process=True, name=f"{source.name}={source.path!r}",
+                               cache_dir=h.cache_dir if split in ("train", "val") else None,  # read every epoch
                                on_start=close_the_others if train else None)
         self._loaders[split] = loader
         return loader

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Literal
 
 import numpy as np
@@ -80,6 +81,10 @@ class TableDataModule(TensorDataModule):
         val_path: streaming: the validation rows' own files (no rows of ``path`` are then held out for them).
         test_path: streaming: the test rows' own files (likewise).
         shuffle_buffer: streaming with ``shuffle``: rows of consecutive row groups shuffled together.
+        cache_dir: streaming: a folder on a local disk where each process keeps the training and validation rows
+            it decoded in the first epoch, as the model's float32 inputs, in a scratch file that is deleted when
+            the process ends; later epochs read them from there instead of decoding the Parquet files again
+            (README, "Big tables"). ``None``: decode every epoch.
     """
 
     # known per instance (from the ``task`` argument); None keeps the CLI's class-level check out of the way
@@ -113,21 +118,25 @@ class TableDataModule(TensorDataModule):
         val_path: str | None = None,
         test_path: str | None = None,
         shuffle_buffer: int = 131_072,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, shuffle=shuffle, seed=seed, on_device=on_device)
         self.save_hyperparameters()
         # absolute, so that a checkpoint (which keeps these arguments) finds its tables from any working folder
         # (written into hparams: LightningCLI hands save_hyperparameters the arguments as it was given them)
         for name, value in (("path", path), ("predict_path", predict_path), ("val_path", val_path),
-                            ("test_path", test_path)):
+                            ("test_path", test_path), ("cache_dir", cache_dir)):
             self.hparams[name] = absolute_path(value)
         self.streaming = bool(streaming)
         if streaming:
-            _check_streaming(batch_size, impute, on_device, shuffle_buffer)
+            _check_streaming(batch_size, impute, on_device, shuffle_buffer, self.hparams.cache_dir)
         for name, value in (("val_path", val_path), ("test_path", test_path)):
             if value is not None and not streaming:
                 raise InputError(f"data.{name}={value!r} is read with --data.streaming true; without it, the held-out "
                                  "rows come from data.path (data.val_fraction, data.test_fraction)")
+        if cache_dir is not None and not streaming:
+            raise InputError(f"data.cache_dir={cache_dir!r} keeps streamed rows: it needs --data.streaming true (without "
+                             "it the rows are held in memory)")
         task = task or "regression"
         if task not in TASKS:
             raise InputError(f"data.task={task!r} is invalid: expected 'regression' or 'classification'")
@@ -804,7 +813,8 @@ def _kind(data, given_levels: bool, forced: bool) -> str | None:
     return None
 
 
-def _check_streaming(batch_size: int | None, impute, on_device: bool, shuffle_buffer: int) -> None:
+def _check_streaming(batch_size: int | None, impute, on_device: bool, shuffle_buffer: int,
+                     cache_dir: str | None) -> None:
     """Arguments that streaming cannot take, each refused in one line."""
     if batch_size is None:
         raise InputError("data.streaming needs data.batch_size: the rows are read from disk a batch at a time "
@@ -817,6 +827,8 @@ def _check_streaming(batch_size: int | None, impute, on_device: bool, shuffle_bu
                          "every epoch: leave one of them off")
     if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int) or shuffle_buffer < 1:
         raise InputError(f"data.shuffle_buffer={shuffle_buffer!r} is invalid: expected a whole number of rows >= 1")
+    if cache_dir is not None and not (os.path.isdir(cache_dir) and os.access(cache_dir, os.W_OK | os.X_OK)):
+        raise InputError(f"data.cache_dir={cache_dir!r} is invalid: expected a folder that exists and can be written")
 
 
 def _key(label: Any) -> Any:
