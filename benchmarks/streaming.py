@@ -9,9 +9,11 @@ the seconds of each epoch inside the fit (:func:`bigdata.epoch_timer`).
 * **Memory**: the streaming fit's peak RSS on a folder of 8 Parquet files minus the peak RSS of the same command
   on a 100-row folder (the "tiny run"), divided by the table as float32, features and target
   (``rows * 17 * 4`` bytes: what the in-memory path holds); the same for twice the rows.
-* **Throughput**: the second epoch's seconds of the in-memory fit (the same rows as one Parquet file: the
+* **Throughput**: the in-memory fit's seconds per epoch after the first (the same rows as one Parquet file: the
   in-memory path reads one file) over the streaming fit's, i.e. the streaming rows per second over the in-memory
-  ones.
+  ones: decoding the Parquet files every epoch (``streaming``), and with ``--data.cache_dir`` (``cached``: the
+  rows decoded in the first epoch read back from a scratch file in the later ones; its first epoch is shown
+  too).
 
 The files are written once (seeded numpy through pyarrow, row groups of 131,072 rows, file by file) into
 ``benchmarks/results/streaming/`` (git-ignored) and reused.
@@ -38,7 +40,7 @@ FEATURES = 16  # and the target y
 FILES = 8
 ROW_GROUP = 131_072
 BATCH = 65_536
-EPOCHS = 2  # the first is left out of the throughput
+EPOCHS = 3  # the first is left out of the throughput
 SEED = 0
 
 
@@ -90,22 +92,26 @@ def float32_bytes(rows: int) -> int:
 
 
 # --- one fit in a fresh process ---------------------------------------------------------------------------------
-def fit_args(path: Path, root: str, streaming: bool) -> list[str]:
+def fit_args(path: Path, root: str, streaming: bool, cache: bool = False) -> list[str]:
     """``lit-regression fit``'s arguments: figure 5's command less the program (1 epoch there; the later
-    ``--trainer.max_epochs`` wins) with SGD, batches, shuffle and :data:`EPOCHS` epochs, streaming or not."""
+    ``--trainer.max_epochs`` wins) with SGD, batches, shuffle and :data:`EPOCHS` epochs, streaming or not, with
+    a ``cache`` folder under ``root`` or not."""
+    cached = ["--data.cache_dir", os.path.join(root, "cache")] if cache else []
     return [*table_load.fit_command(path, root)[len(table_load.cli()):],
             "--model.optimizer", "sgd", "--data.batch_size", str(BATCH), "--data.shuffle", "true",
             "--data.streaming", str(streaming).lower(), "--trainer.max_epochs", str(EPOCHS),
-            "--convergence.stop", "false"]
+            "--convergence.stop", "false", *cached]
 
 
-def fit_once(path: Path, streaming: bool) -> dict:
+def fit_once(path: Path, streaming: bool, cache: bool = False) -> dict:
     """Peak RSS (bytes), wall seconds, the seconds of each epoch and the memory at the phases of one fit, in a
     fresh process started from ``table_load``'s small launcher."""
     root = tempfile.mkdtemp(prefix="bench_stream_")
+    os.mkdir(os.path.join(root, "cache"))
     try:
         seconds, rss, text = table_load.run_measured(
-            [sys.executable, str(Path(__file__).resolve()), "--child", *fit_args(path, root, streaming)], cwd=root)
+            [sys.executable, str(Path(__file__).resolve()), "--child", *fit_args(path, root, streaming, cache)],
+            cwd=root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     last = next(line for line in reversed(text.splitlines()) if line.startswith("{"))  # run_child's
@@ -172,11 +178,12 @@ def breakdown(log: list[dict]) -> str:
 
 # --- the figure -------------------------------------------------------------------------------------------------
 def measure(rows: int, reps: int = 3) -> dict:
-    """Fits of the 4 kinds, interleaved (the order rotated each repetition): ``in_memory`` (one file of
-    ``rows`` rows), ``streaming`` (the same rows, a folder of 8 files), ``tiny`` (streaming, 100 rows) and
-    ``double`` (streaming, ``2 * rows`` rows in 8 files). Each figure is the median of per-repetition ratios."""
+    """Fits of the 5 kinds, interleaved (the order rotated each repetition): ``in_memory`` (one file of
+    ``rows`` rows), ``streaming`` (the same rows, a folder of 8 files), ``cached`` (the same with
+    ``--data.cache_dir``), ``tiny`` (streaming, 100 rows) and ``double`` (streaming, ``2 * rows`` rows in 8
+    files). Each figure is the median of per-repetition ratios."""
     folder = make_folder(rows)
-    paths = {"in_memory": (make_single(folder), False), "streaming": (folder, True),
+    paths = {"in_memory": (make_single(folder), False), "streaming": (folder, True), "cached": (folder, True, True),
              "tiny": (make_folder(table_load.TINY_ROWS), True), "double": (make_folder(2 * rows), True)}
     names = list(paths)
     runs: dict[str, list[dict]] = {name: [] for name in names}
@@ -184,18 +191,22 @@ def measure(rows: int, reps: int = 3) -> dict:
         for name in names[rep % len(names):] + names[:rep % len(names)]:
             runs[name].append(fit_once(*paths[name]))
     peak = {name: [r["peak_rss"] for r in v] for name, v in runs.items()}
-    above = {name: [p - t for p, t in zip(peak[name], peak["tiny"])] for name in ("in_memory", "streaming", "double")}
+    above = {name: [p - t for p, t in zip(peak[name], peak["tiny"])] for name in names if name != "tiny"}
     epoch = {name: [median(r["epochs_s"][1:]) for r in v] for name, v in runs.items()}
+    first = {name: [r["epochs_s"][0] for r in v] for name, v in runs.items()}
     return {
         "rows": rows, "features": FEATURES, "files": FILES, "row_group": ROW_GROUP, "batch": BATCH,
         "float32_bytes": float32_bytes(rows), "runs": runs, "peak_rss": peak, "above_tiny": above,
-        "epoch_s": epoch,
+        "epoch_s": epoch, "first_epoch_s": first,
         "memory": median([a / float32_bytes(rows) for a in above["streaming"]]),
         "memory_double": median([a / float32_bytes(2 * rows) for a in above["double"]]),
         "growth": median([d / s for d, s in zip(above["double"], above["streaming"])]),
         "memory_in_memory": median([a / float32_bytes(rows) for a in above["in_memory"]]),
+        "memory_cached": median([a / float32_bytes(rows) for a in above["cached"]]),
         # seconds in memory over seconds streaming: the streaming rows per second over the in-memory ones
         "throughput": median([m / s for m, s in zip(epoch["in_memory"], epoch["streaming"])]),
+        "throughput_cached": median([m / s for m, s in zip(epoch["in_memory"], epoch["cached"])]),
+        "throughput_cached_first": median([m / s for m, s in zip(epoch["in_memory"], first["cached"])]),
     }
 
 
@@ -206,12 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = measure(args.rows, args.reps)
     mb = table_load.mb
-    for name in ("tiny", "in_memory", "streaming", "double"):
-        print(f"{name}: peak RSS {mb(median(result['peak_rss'][name]))}, 2nd epoch "
+    for name in ("tiny", "in_memory", "streaming", "cached", "double"):
+        print(f"{name}: peak RSS {mb(median(result['peak_rss'][name]))}, later epochs "
               f"{median(result['epoch_s'][name]):.2f}s, fit "
               f"{median(r['seconds'] for r in result['runs'][name]):.1f}s")
     print(", ".join(f"{k} {result[k]:.3f}" for k in ("memory", "memory_double", "growth", "memory_in_memory",
-                                                       "throughput")))
+                                                       "memory_cached", "throughput", "throughput_cached",
+                                                       "throughput_cached_first")))
     print("streaming fit's memory by phase:", breakdown(result["runs"]["streaming"][0]["phases"]))
     return 0
 
