@@ -117,8 +117,10 @@ class TableStream:
         hashed = (h.val_fraction and h.val_path is None) or (h.test_fraction and h.test_path is None)
         how = " (held out by a hash of the row index and the seed)" if hashed else ""
         groups = len(source.pieces)
+        read = ("decoded in the first epoch and read back from a scratch file in data.cache_dir="
+                f"{h.cache_dir!r} in the later ones" if h.cache_dir is not None else "read from disk every epoch")
         return (f"Streaming data.path: {source.num_rows:,} rows in {files} file{'s' * (files > 1)} "
-                f"({groups} row group{'s' * (groups > 1)}), read from disk every epoch: {', '.join(parts)} rows{how}; "
+                f"({groups} row group{'s' * (groups > 1)}), {read}: {', '.join(parts)} rows{how}; "
                 f"batches of {self.dm.batch_size:,} rows{shuffled}")
 
     # --- the first pass: categories and labels ------------------------------------------------------------------
