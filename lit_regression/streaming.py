@@ -35,8 +35,11 @@ from lit_regression.batches import InOrder
 from lit_regression.errors import InputError, say
 from lit_regression.tables import PARQUET, dense, listing
 
-READ_ROWS = 65_536  # rows of a decoded row group handed on at a time
-READ_COLUMNS = 4  # columns of a row group decoded together (in parallel)
+# measured on figure 7 of the bench (4M x 16, row groups of 131,072 rows): 1 column and 32,768 rows took a fit's
+# peak above a tiny run's from 0.57x (4 columns, 65,536 rows) to 0.42x of the float32 table; decoding is slower
+# by about 10%, which --data.cache_dir takes out of every epoch after the first
+READ_ROWS = 32_768  # rows of a decoded row group handed on (encoded) at a time
+READ_COLUMNS = 1  # columns of a row group decoded together
 
 
 # --- the files ----------------------------------------------------------------------------------------------------
@@ -145,12 +148,12 @@ class ParquetSource:
 
     def read(self, piece: Piece, columns: list[str], rows: int = READ_ROWS) -> Iterator[tuple[int, pa.Table]]:
         """The piece's ``columns`` in blocks of at most ``rows`` rows: ``(offset in the piece, table)``;
-        dictionary columns decoded to their values. The row group is decoded whole, a column at a time (pyarrow's
-        record-batch reader holds about 3.5 times as much memory while it decodes, and is slower), and served in
-        zero-copy slices."""
+        dictionary columns decoded to their values. The row group is decoded whole, :data:`READ_COLUMNS` columns
+        at a time (pyarrow's record-batch reader holds about 3.5 times as much memory while it decodes, and is
+        slower), and served in zero-copy slices."""
         import pyarrow.parquet as pq
 
-        try:  # a few columns at a time: while it decodes, pyarrow holds about three copies of what it decodes
+        try:  # a column at a time: while it decodes, pyarrow holds about three copies of what it decodes
             # (not memory-mapped: that decodes 1.3 times as fast, but the mapped pages add about 25 MiB to the peak)
             reader = pq.ParquetFile(piece.file)
             parts = [reader.read_row_group(piece.group, columns=columns[i:i + READ_COLUMNS], use_threads=True)
@@ -514,27 +517,24 @@ class StreamBatches:
     def _shuffled(self, chunks: Iterator[Chunk], sizes: list[int]) -> Iterator[tuple[Any, ...]]:
         """Batches of ``sizes`` rows drawn from windows of at least ``window`` rows (all that is left at the end):
         a window's rows are put in an order drawn from the seed, the epoch and the process, its batches are
-        gathered in that order, and the rows too few for another batch join the next window."""
+        gathered in that order, and the rows too few for another batch join the next window. The windows are
+        copied into one buffer, reused: shuffling allocates nothing but the batches."""
         generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 65_537 + self.rank) % 2**63)
         sizes = list(sizes)
-        held: list[Chunk] = []
-        rows = 0
+        window = _Window()
         for last, chunk in _marked(chunks):
-            held.append(chunk)
-            rows += len(chunk[0])
-            if rows < self.window and not last:
+            window.add(chunk, self.window + self.batch_size)
+            if window.rows < self.window and not last:
                 continue
-            window = _joined(held)  # one copy of the window's rows
-            order = torch.randperm(rows, generator=generator)
+            order = torch.randperm(window.rows, generator=generator)
             start = 0
-            while sizes and rows - start >= sizes[0]:
+            while sizes and window.rows - start >= sizes[0]:
                 size = sizes.pop(0)
-                yield tuple(_take(part, order[start:start + size]) for part in window)  # gathered once
+                yield window.take(order[start:start + size])  # gathered once
                 start += size
-            held = [tuple(_take(part, order[start:]) for part in window)] if start < rows else []
-            rows -= start
-        if sizes or rows:
-            raise _miscounted(rows)
+            window.keep(order[start:])
+        if sizes or window.rows:
+            raise _miscounted(window.rows)
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         self.close()
@@ -571,14 +571,40 @@ def _marked(items: Iterator) -> Iterator[tuple[bool, Any]]:
 _END = object()
 
 
+class _Window:
+    """The rows of a shuffle window, one row-major tensor per part of the chunks (their rows first), in buffers
+    that grow to the largest window once and are then reused."""
+
+    def __init__(self) -> None:
+        self.parts: list[torch.Tensor] = []
+        self.rows = 0
+
+    def add(self, chunk: Chunk, capacity: int) -> None:
+        n = len(chunk[0])
+        if not self.parts or self.rows + n > len(self.parts[0]):
+            rows = max(capacity, self.rows + n)
+            grown = [torch.empty((rows, *part.shape[1:]), dtype=part.dtype) for part in chunk]
+            for new, old in zip(grown, self.parts):
+                new[:self.rows] = old[:self.rows]
+            self.parts = grown
+        for buffer, part in zip(self.parts, chunk):
+            buffer[self.rows:self.rows + n] = part
+        self.rows += n
+
+    def take(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(buffer.index_select(0, rows) for buffer in self.parts)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows``, in that order, at the front."""
+        for buffer, kept in zip(self.parts, self.take(rows)):
+            buffer[:len(rows)] = kept
+        self.rows = len(rows)
+
+
 def _joined(chunks: list[Chunk]) -> Chunk:
     if len(chunks) == 1:
         return chunks[0]
     return tuple(torch.cat(parts) if torch.is_tensor(parts[0]) else pa.concat_tables(parts) for parts in zip(*chunks))
-
-
-def _take(part, rows: torch.Tensor):
-    return part.index_select(0, rows) if torch.is_tensor(part) else part.take(pa.array(rows.numpy()))
 
 
 def _slice(part, start: int, stop: int):

@@ -124,7 +124,8 @@ class LitModel(L.LightningModule):
         return self.unscale_outputs(self.net(self.scale_inputs(x)))
 
     def scale_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.input_mean) / self.input_scale if self._scaled else x
+        # divided in place: the difference is a new tensor, and a batch-sized temporary fewer counts on big batches
+        return (x - self.input_mean).div_(self.input_scale) if self._scaled else x
 
     def scale_targets(self, y: torch.Tensor) -> torch.Tensor:
         """Targets in the units that training fits (standardised, for regression with a fitted target scaling)."""
