@@ -21,6 +21,7 @@ import glob
 import math
 import os
 import queue
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -349,10 +350,11 @@ class DecodedCache:
     the system when the process ends, killed or not), read back in later epochs instead of decoding the Parquet
     files again: the same chunks in the same order, so the same batches, bit for bit. A piece counts as kept
     once all its chunks are written (an iteration left unfinished keeps none of the piece it was in). If the file
-    cannot be written (a full disk), the loader says so once and decodes every epoch from then on."""
+    would take more than half the folder's free space (``rows`` rows, each as large as the first chunk's), or
+    cannot be written, the loader says so once and decodes every epoch from then on."""
 
-    def __init__(self, folder: str, name: str) -> None:
-        self.folder, self.name = folder, name
+    def __init__(self, folder: str, name: str, rows: int) -> None:
+        self.folder, self.name, self.rows = folder, name, rows
         self.file = None
         self.kept: dict[int, list[list[tuple]]] = {}  # piece -> its chunks -> each part's (offset, dtype, shape, T)
         self.end = 0  # bytes written
@@ -388,6 +390,11 @@ class DecodedCache:
     def _written(self, chunk: Chunk, written: list) -> list | None:
         try:
             if self.file is None:
+                size = self.rows * sum(part[:1].numel() * part.element_size() for part in chunk)
+                free = shutil.disk_usage(self.folder).free
+                if size > free / 2:
+                    return self._given_up(f"they would take about {size / 2**20:,.0f} MiB, more than half of its "
+                                          f"{free / 2**20:,.0f} MiB free")
                 self.file = tempfile.TemporaryFile(dir=self.folder, prefix="lit-regression-rows-")
             parts = []
             for part in chunk:
@@ -399,13 +406,15 @@ class DecodedCache:
                 parts.append((self.end, values.dtype, values.shape, transposed))
                 self.end += len(view)
         except OSError as err:
-            say(f"data.cache_dir={self.folder!r}: cannot keep the decoded rows of {self.name} there ({err}); they "
-                "are decoded from the Parquet files every epoch", warning=True)
-            self.close()
-            self.folder = None
-            return None
+            return self._given_up(err.strerror or str(err))
         written.append(parts)
         return written
+
+    def _given_up(self, why: str) -> None:
+        say(f"data.cache_dir={self.folder!r}: the decoded rows of {self.name} are not kept there ({why}); they are "
+            "decoded from the Parquet files every epoch", warning=True)
+        self.close()
+        self.folder = None
 
     @property
     def usable(self) -> bool:
@@ -454,7 +463,7 @@ class StreamBatches:
         self.epoch = 0
         self._in_order: InOrder | None = None
         self._live: Iterator | None = None  # the reading thread's batches of the iteration in progress
-        self.cache = DecodedCache(cache_dir, name) if cache_dir is not None else None
+        self.cache = DecodedCache(cache_dir, name, self.num_rows) if cache_dir is not None else None
 
     @property
     def sampler(self):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -156,7 +157,18 @@ def test_the_decoded_cache_serves_the_same_batches_without_decoding_again(tmp_pa
     broken = loader(str(tmp_path))
     assert np.array_equal(torch.cat([b[2] for b in broken]).sort().values.numpy(),
                           np.flatnonzero(split.mask(0, sum(sizes))))
-    assert "cannot keep the decoded rows" in capsys.readouterr().err and not broken.cache.usable
+    assert "are not kept there (No space left on device)" in capsys.readouterr().err and not broken.cache.usable
+    monkeypatch.undo()
+
+    rows = sum(split.count(p) for p in pieces)  # x 3 floats, y 1 float, the row index: 24 bytes a row
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(1, 0, 2 * 24 * rows - 1))
+    small = loader(str(tmp_path))
+    assert len(torch.cat([b[2] for b in small])) == rows and not small.cache.usable
+    assert "more than half of its" in capsys.readouterr().err
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(1, 0, 2 * 24 * rows))
+    roomy = loader(str(tmp_path))
+    list(roomy)
+    assert roomy.cache.usable and len(roomy.cache.kept) == len(pieces)
 
 
 def test_too_few_row_groups_for_the_processes_is_refused_by_every_process():
