@@ -22,6 +22,7 @@ import math
 import os
 import queue
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -33,7 +34,7 @@ import pyarrow as pa
 import torch
 
 from lit_regression.batches import InOrder
-from lit_regression.errors import InputError, say
+from lit_regression.errors import InputError, write_line
 from lit_regression.tables import PARQUET, dense, listing
 
 # measured on figure 7 of the bench (4M x 16, row groups of 131,072 rows): 1 column and 32,768 rows took a fit's
@@ -349,15 +350,29 @@ class DecodedCache:
     """The chunks that a loader decoded, piece by piece, in an unnamed scratch file under ``folder`` (deleted by
     the system when the process ends, killed or not), read back in later epochs instead of decoding the Parquet
     files again: the same chunks in the same order, so the same batches, bit for bit. A piece counts as kept
-    once all its chunks are written (an iteration left unfinished keeps none of the piece it was in). If the file
-    would take more than half the folder's free space (``rows`` rows, each as large as the first chunk's), or
-    cannot be written, the loader says so once and decodes every epoch from then on."""
+    once all its chunks are written (an iteration left unfinished keeps none of the piece it was in). Chunks are
+    tuples of tensors (training and validation; never the rows to predict, which carry pyarrow columns).
 
-    def __init__(self, folder: str, name: str, rows: int) -> None:
-        self.folder, self.name, self.rows = folder, name, rows
+    If the file would take more than half the folder's free space (this process's rows, each as large as the
+    first chunk's, times ``sharing``, the processes of this machine that write there too), or cannot be written,
+    the process says so (each process for itself) and decodes every epoch from then on.
+
+    Args:
+        folder: where the file goes (``data.cache_dir``).
+        name: what messages call the table.
+        sharing: processes on this machine that may keep their rows in ``folder`` at the same time.
+        process: this process's rank, named in messages when there are several.
+    """
+
+    def __init__(self, folder: str, name: str, sharing: int = 1, process: int | None = None) -> None:
+        self.folder, self.name, self.sharing, self.process = folder, name, max(sharing, 1), process
         self.file = None
         self.kept: dict[int, list[list[tuple]]] = {}  # piece -> its chunks -> each part's (offset, dtype, shape, T)
         self.end = 0  # bytes written
+
+    @property
+    def usable(self) -> bool:
+        return self.folder is not None
 
     def __contains__(self, piece: int) -> bool:
         return piece in self.kept
@@ -377,24 +392,26 @@ class DecodedCache:
         tensor = torch.from_numpy(out)
         return tensor.T if transposed else tensor
 
-    def write(self, piece: int, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
-        """``chunks`` passed through, each also written; the piece is kept once the last is written."""
+    def write(self, piece: int, chunks: Iterator[Chunk], rows: int) -> Iterator[Chunk]:
+        """``chunks`` passed through, each also written; the piece is kept once the last is written. ``rows``:
+        the rows this process will keep in all (for the free-space check, when the file is made)."""
         written: list[list[tuple]] | None = []
         for chunk in chunks:
-            if written is not None:
-                written = self._written(chunk, written)
+            if written is not None and self.usable:
+                written = self._written(chunk, written, rows)
             yield chunk
-        if written is not None:
+        if written is not None and self.usable:
             self.kept[piece] = written
 
-    def _written(self, chunk: Chunk, written: list) -> list | None:
+    def _written(self, chunk: Chunk, written: list, rows: int) -> list | None:
         try:
             if self.file is None:
-                size = self.rows * sum(part[:1].numel() * part.element_size() for part in chunk)
+                size = rows * sum(part[:1].numel() * part.element_size() for part in chunk) * self.sharing
                 free = shutil.disk_usage(self.folder).free
                 if size > free / 2:
-                    return self._given_up(f"they would take about {size / 2**20:,.0f} MiB, more than half of its "
-                                          f"{free / 2**20:,.0f} MiB free")
+                    who = f" for {self.sharing} processes" if self.sharing > 1 else ""
+                    self._give_up(f"they would take about {_mib(size)}{who}, more than half of its {_mib(free)} free")
+                    return None
                 self.file = tempfile.TemporaryFile(dir=self.folder, prefix="lit-regression-rows-")
             parts = []
             for part in chunk:
@@ -406,24 +423,27 @@ class DecodedCache:
                 parts.append((self.end, values.dtype, values.shape, transposed))
                 self.end += len(view)
         except OSError as err:
-            return self._given_up(err.strerror or str(err))
+            self._give_up(err.strerror or str(err))
+            return None
         written.append(parts)
         return written
 
-    def _given_up(self, why: str) -> None:
-        say(f"data.cache_dir={self.folder!r}: the decoded rows of {self.name} are not kept there ({why}); they are "
-            "decoded from the Parquet files every epoch", warning=True)
+    def _give_up(self, why: str) -> None:
+        """Say why (on this process: the others may be fine), let the file go, decode every epoch from now on."""
+        who = f" (process {self.process})" if self.process is not None else ""
+        write_line(f"warning: data.cache_dir={self.folder!r}: the decoded rows of {self.name}{who} are not kept "
+                   f"there ({why}); they are decoded from the Parquet files every epoch", sys.stderr)
         self.close()
         self.folder = None
-
-    @property
-    def usable(self) -> bool:
-        return self.folder is not None
 
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
         self.file, self.kept, self.end = None, {}, 0
+
+
+def _mib(size: float) -> str:
+    return f"{size / 2**20:,.1f} MiB"
 
 
 class StreamBatches:
@@ -446,7 +466,8 @@ class StreamBatches:
         every_process: refuse a share without rows under DDP (validation and test: a process without batches
             would skip the epoch's end, where the metrics of all processes are summed).
         name: what messages call the table.
-        cache_dir: a folder for a :class:`DecodedCache` of this process's rows (``None``: decode every epoch).
+        cache: a :class:`DecodedCache` of this process's rows (``None``: decode every epoch); it may outlive the
+            loader (a new loader of the same split takes it over).
         on_start: called when an iteration starts (the datamodule closes its other loaders' unfinished ones).
     """
 
@@ -455,7 +476,7 @@ class StreamBatches:
     def __init__(self, pieces: list[Piece], counts: list[int], decode: Decode, masks: Callable[[Piece], Any],
                  batch_size: int, shuffle: bool = False, window: int = 131_072, seed: int = 0, rank: int = 0,
                  world_size: int = 1, equal: bool = False, every_process: bool = False, name: str = "the table",
-                 cache_dir: str | None = None, on_start: Callable[[], None] | None = None) -> None:
+                 cache: DecodedCache | None = None, on_start: Callable[[], None] | None = None) -> None:
         self.pieces, self.counts, self.decode, self.masks = pieces, counts, decode, masks
         self.batch_size, self.shuffle, self.window = batch_size, shuffle, max(window, 1)
         self.seed, self.rank, self.world_size, self.equal = seed, rank, world_size, equal
@@ -463,7 +484,7 @@ class StreamBatches:
         self.epoch = 0
         self._in_order: InOrder | None = None
         self._live: Iterator | None = None  # the reading thread's batches of the iteration in progress
-        self.cache = DecodedCache(cache_dir, name, self.num_rows) if cache_dir is not None else None
+        self.cache = cache
 
     @property
     def sampler(self):
@@ -514,34 +535,45 @@ class StreamBatches:
         return sum(self.counts[i] for i in self._shares()[self.rank])
 
     def _chunks(self, share: list[int]) -> Iterator[Chunk]:
-        cache = self.cache if self.cache is not None and self.cache.usable else None
+        cache = self.cache
+        rows = sum(self.counts[i] for i in share)
         for i in share:
             if cache is not None and i in cache:
                 yield from cache.read(i)
                 continue
             piece = self.pieces[i]
             chunks = self.decode(piece, self.masks(piece))
-            yield from chunks if cache is None or not cache.usable else cache.write(i, chunks)
+            yield from chunks if cache is None or not cache.usable else cache.write(i, chunks, rows)
 
     def _shuffled(self, chunks: Iterator[Chunk], sizes: list[int]) -> Iterator[tuple[Any, ...]]:
-        """Batches of ``sizes`` rows drawn from windows of at least ``window`` rows (all that is left at the end):
-        a window's rows are put in an order drawn from the seed, the epoch and the process, its batches are
-        gathered in that order, and the rows too few for another batch join the next window. The windows are
-        copied into one buffer, reused: shuffling allocates nothing but the batches."""
+        """Batches of ``sizes`` rows drawn from windows of ``window`` rows (at least a batch; all that is left at
+        the end): a window's rows are put in an order drawn from the seed, the epoch and the process, its batches
+        are gathered in that order, and the rows too few for another batch stay for the next window. The windows
+        hold the same rows however the reader cuts its chunks (read size, scratch file), and are copied into one
+        buffer, reused: shuffling allocates nothing but the batches."""
         generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 65_537 + self.rank) % 2**63)
         sizes = list(sizes)
+        full = max(self.window, self.batch_size)
         window = _Window()
         for last, chunk in _marked(chunks):
-            window.add(chunk, self.window + self.batch_size)
-            if window.rows < self.window and not last:
-                continue
-            order = torch.randperm(window.rows, generator=generator)
-            start = 0
-            while sizes and window.rows - start >= sizes[0]:
-                size = sizes.pop(0)
-                yield window.take(order[start:start + size])  # gathered once
-                start += size
-            window.keep(order[start:])
+            n, start = len(chunk[0]), 0
+            while True:
+                take = min(n - start, full - window.rows)
+                if take:
+                    window.add(tuple(part[start:start + take] for part in chunk), full)
+                    start += take
+                end = last and start == n
+                if window.rows < full and not end:
+                    break  # the window waits for the next chunk
+                order = torch.randperm(window.rows, generator=generator)
+                cut = 0
+                while sizes and window.rows - cut >= sizes[0]:
+                    size = sizes.pop(0)
+                    yield window.take(order[cut:cut + size])  # gathered once
+                    cut += size
+                window.keep(order[cut:])
+                if end or (window.rows and not sizes):
+                    break
         if sizes or window.rows:
             raise _miscounted(window.rows)
 
@@ -581,8 +613,8 @@ _END = object()
 
 
 class _Window:
-    """The rows of a shuffle window, one row-major tensor per part of the chunks (their rows first), in buffers
-    that grow to the largest window once and are then reused."""
+    """The rows of a shuffle window, one row-major tensor per part of the chunks (their rows first; tensors only:
+    the training chunks), in buffers that grow to the largest window once and are then reused."""
 
     def __init__(self) -> None:
         self.parts: list[torch.Tensor] = []

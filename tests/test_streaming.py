@@ -110,65 +110,132 @@ def test_processes_serve_every_row_once_in_equal_numbers_of_batches(world_size):
     assert len(counted) == 1  # the same number of batches in every epoch: Lightning counts them once
 
 
-def test_the_decoded_cache_serves_the_same_batches_without_decoding_again(tmp_path, monkeypatch, capsys):
-    """With data.cache_dir, a loader decodes each piece once (an iteration left unfinished keeps none of the
-    piece it was in) and later epochs read the kept chunks back: the batches are bit for bit those of a loader
-    that decodes every epoch. A scratch file that cannot be written is said once, and decoding goes on."""
+PIECES = [100, 37, 64, 64, 90, 5, 128]
+
+
+def synthetic(sizes=PIECES, chunk: int = 40, decoded: list | None = None):
+    """Pieces of a table of ``sum(sizes)`` rows and ``decode(piece, mask)`` as our training decoder yields it:
+    chunks of ``chunk`` rows, x column-major (its transpose contiguous), y a column, the global row index;
+    ``decoded`` collects the pieces decoded."""
     from lit_regression.streaming import Piece
 
-    sizes = [100, 37, 64, 64, 90, 5, 128]
-    starts = np.cumsum([0] + sizes[:-1])
+    starts = np.cumsum([0] + list(sizes[:-1]))
     pieces = [Piece("f", i, int(s), n) for i, (s, n) in enumerate(zip(starts, sizes))]
-    split = Split(0.25, 1.0, seed=3)
-    decoded: list[int] = []  # the cached loader's decoded pieces
 
-    def decode(piece, mask, count=False):
-        if count:
+    def decode(piece, mask):
+        if decoded is not None:
             decoded.append(piece.group)
         rows = torch.arange(piece.start, piece.start + piece.rows)[torch.from_numpy(mask)]
-        x = torch.stack([rows.double().sin(), rows.double().cos(), rows.double()]).float()  # column-major, as ours
-        for start in range(0, len(rows), 40):  # several chunks per piece
-            yield x.T[start:start + 40], rows.float()[start:start + 40, None], rows[start:start + 40]
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            x = torch.stack([part.double().sin(), part.double().cos(), part.double()]).float()
+            yield x.T, part.float()[:, None], part
+    return pieces, decode
 
-    def loader(cache_dir):
-        return StreamBatches(pieces, [split.count(p) for p in pieces],
-                             lambda p, m: decode(p, m, count=cache_dir is not None), lambda p: split.mask(p.start, p.rows),
-                             batch_size=16, shuffle=True, window=50, seed=7, equal=True, cache_dir=cache_dir)
 
-    plain, cached = loader(None), loader(str(tmp_path))
+def same_batches(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(all(torch.equal(u, v) for u, v in zip(x, y)) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_the_decoded_cache_serves_the_same_batches_without_decoding_again(shuffle, tmp_path):
+    """With data.cache_dir, a loader decodes each piece once (an iteration left unfinished keeps none of the
+    piece it was in) and later epochs read the kept chunks back: the batches are bit for bit those of a loader
+    that decodes every epoch, shuffled (training) or in order (validation). A new loader of the same split takes
+    the cache over."""
+    from lit_regression.streaming import DecodedCache
+
+    split = Split(0.25, 1.0, seed=3)
+    decoded: list[int] = []  # the cached loaders' decoded pieces
+    pieces, decode = synthetic()
+    _, counted = synthetic(decoded=decoded)
+    cache = DecodedCache(str(tmp_path), "the table")
+
+    def loader(decoder, cache=None):
+        return StreamBatches(pieces, [split.count(p) for p in pieces], decoder, lambda p: split.mask(p.start, p.rows),
+                             batch_size=16, shuffle=shuffle, window=50, seed=7, equal=shuffle, cache=cache)
+
+    plain, cached = loader(decode), loader(counted, cache)
     next(iter(cached))  # left unfinished, as by Lightning's sanity check
     cached.close()
     for epoch in range(3):
+        if epoch == 2:
+            cached = loader(counted, cache)  # as when Lightning asks for the loader again
         for one in (plain, cached):
             one.set_epoch(epoch)
-        expected, got = list(plain), list(cached)
-        assert len(got) == len(expected)
-        for a, b in zip(expected, got):
-            assert all(torch.equal(u, v) for u, v in zip(a, b))
+        assert same_batches(list(plain), list(cached))
         if epoch == 0:  # every piece decoded by now; not one again afterwards
             assert set(decoded) == set(range(len(pieces)))
             first = len(decoded)
     assert len(decoded) == first
 
+
+def test_the_shuffled_windows_do_not_depend_on_how_the_reader_cuts_its_chunks():
+    """The windows take exactly shuffle_buffer rows, so the shuffled batches are the same for chunks of 40 rows
+    or of 7 (the read size, or a scratch file's chunks, never change the training order)."""
+    split = Split(0.25, 1.0, seed=3)
+    batches = []
+    for chunk in (40, 7, 1000):
+        pieces, decode = synthetic(chunk=chunk)
+        loader = StreamBatches(pieces, [split.count(p) for p in pieces], decode, lambda p: split.mask(p.start, p.rows),
+                               batch_size=16, shuffle=True, window=50, seed=7, equal=True)
+        loader.set_epoch(1)
+        batches.append(list(loader))
+    assert same_batches(batches[0], batches[1]) and same_batches(batches[0], batches[2])
+
+
+def test_a_full_disk_or_too_little_room_leaves_the_cache_off_and_says_so(tmp_path, monkeypatch, capsys):
+    """A scratch file that cannot be written, or would take more than half the folder's free space (for all the
+    processes of the machine), is said in one line by the process concerned; every row is still served."""
+    from lit_regression.streaming import DecodedCache
+
+    split = Split(0.25, 1.0, seed=3)
+    pieces, decode = synthetic()
+    rows = sum(split.count(p) for p in pieces)  # x 3 floats, y 1 float, the row index: 24 bytes a row
+
+    def served(cache) -> bool:
+        loader = StreamBatches(pieces, [split.count(p) for p in pieces], decode, lambda p: split.mask(p.start, p.rows),
+                               batch_size=16, shuffle=True, window=50, seed=7, equal=True, cache=cache)
+        return np.array_equal(torch.cat([b[2] for b in loader]).sort().values.numpy(),
+                              np.flatnonzero(split.mask(0, sum(PIECES))))
+
     def full(fd, data, offset):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "pwrite", full)
-    broken = loader(str(tmp_path))
-    assert np.array_equal(torch.cat([b[2] for b in broken]).sort().values.numpy(),
-                          np.flatnonzero(split.mask(0, sum(sizes))))
-    assert "are not kept there (No space left on device)" in capsys.readouterr().err and not broken.cache.usable
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "pwrite", full)
+        broken = DecodedCache(str(tmp_path), "data.path='t'", process=1)
+        assert served(broken) and not broken.usable
+    assert ("warning: data.cache_dir=" in (err := capsys.readouterr().err) and "data.path='t' (process 1) are not "
+            "kept there (No space left on device)" in err)
 
-    rows = sum(split.count(p) for p in pieces)  # x 3 floats, y 1 float, the row index: 24 bytes a row
-    monkeypatch.setattr(shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(1, 0, 2 * 24 * rows - 1))
-    small = loader(str(tmp_path))
-    assert len(torch.cat([b[2] for b in small])) == rows and not small.cache.usable
-    assert "more than half of its" in capsys.readouterr().err
-    monkeypatch.setattr(shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(1, 0, 2 * 24 * rows))
-    roomy = loader(str(tmp_path))
-    list(roomy)
-    assert roomy.cache.usable and len(roomy.cache.kept) == len(pieces)
+    for sharing, free, usable in ((1, 2 * 24 * rows - 1, False), (1, 2 * 24 * rows, True),
+                                  (2, 2 * 24 * rows, False), (2, 4 * 24 * rows, True)):
+        with monkeypatch.context() as patch:
+            patch.setattr(shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(1, 0, free))
+            cache = DecodedCache(str(tmp_path), "the table", sharing=sharing)
+            assert served(cache) and cache.usable == usable
+            assert usable == (len(cache.kept) == len(pieces))
+        err = capsys.readouterr().err
+        assert ("more than half of its" in err) != usable
+        assert ("for 2 processes" in err) == (sharing == 2 and not usable)
+
+
+def test_a_checkpoint_loads_without_its_cache_folder(tmp_path):
+    """data.cache_dir is checked when a fit or validation reads the rows: predicting from a checkpoint whose
+    scratch folder is gone (a batch job's) works."""
+    write_folder(tmp_path / "shop", gaps=False)
+    (tmp_path / "scratch").mkdir()
+    args = ["--model", "LinearRegression", "--data", "TableDataModule", "--data.path", tmp_path / "shop",
+            "--data.target", "price", "--data.streaming", "true", "--data.batch_size", "100",
+            "--data.cache_dir", tmp_path / "scratch"]
+    run_cli("fit", *args, "--trainer.max_epochs", "2", root=tmp_path / "runs")
+    (tmp_path / "scratch").rmdir()
+    (run,) = versions(tmp_path / "runs")
+    run_cli("predict", *args, "--ckpt_path", run / "checkpoints" / "last.ckpt", root=tmp_path / "again")
+    (again,) = versions(tmp_path / "again")
+    predicted = ds.dataset(again / "predictions", format="csv").to_table()
+    assert sorted(predicted["row"].to_pylist()) == list(range(700))
 
 
 def test_too_few_row_groups_for_the_processes_is_refused_by_every_process():

@@ -3,6 +3,7 @@ files read from disk in record batches every epoch (see :mod:`lit_regression.str
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
@@ -14,8 +15,8 @@ import torch
 from lit_regression.batches import process_of
 from lit_regression.errors import InputError
 from lit_regression.preprocessing import Preprocessing, fit_levels, plain
-from lit_regression.streaming import (ColumnStats, ParquetSource, Piece, Split, StreamBatches, assign, gathered,
-                                      held_out)
+from lit_regression.streaming import (ColumnStats, DecodedCache, ParquetSource, Piece, Split, StreamBatches, assign,
+                                      gathered, held_out)
 from lit_regression.tables import values
 
 SOURCES = {"train": ("path", "data.path"), "val": ("val_path", "data.val_path"),
@@ -45,6 +46,7 @@ class TableStream:
         self.levels: dict[str, Counter] | None = None  # value counts of the categorical columns (training rows)
         self.labels: list | None = None  # distinct labels of the label column (all rows)
         self._loaders: dict[str, StreamBatches] = {}  # the loader of each split, last made
+        self._caches: dict[str, DecodedCache] = {}  # data.cache_dir: each split's decoded rows, kept across loaders
 
     # --- sources and splits -------------------------------------------------------------------------------------
     def source(self, split: str) -> ParquetSource:
@@ -268,10 +270,30 @@ class TableStream:
                                batch_size=self.dm.batch_size, shuffle=train and self.dm.shuffle,
                                window=h.shuffle_buffer, seed=self.dm.seed, rank=rank, world_size=world, equal=train,
                                every_process=True, name=f"{source.name}={source.path!r}",
-                               cache_dir=h.cache_dir if split in ("train", "val") else None,  # read every epoch
-                               on_start=close_the_others if train else None)
+                               cache=self._cache(split, source.name, source.path), on_start=close_the_others if train else None)
         self._loaders[split] = loader
         return loader
+
+    def check_cache_dir(self) -> None:
+        """data.cache_dir, if given, is a folder this process can write in (checked before the rows are read by a
+        fit or a validation: predicting never uses it, so a checkpoint loads without it)."""
+        folder = self.dm.hparams.cache_dir
+        if folder is not None and not (os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
+            raise InputError(f"data.cache_dir={folder!r} is invalid: expected a folder that exists and can be written")
+
+    def _cache(self, split: str, name: str, path: str) -> DecodedCache | None:
+        """The decoded rows of a split read every epoch (training, validation) with data.cache_dir: one per split,
+        taken over by each new loader of it (so the file is written once however often Lightning asks)."""
+        folder = self.dm.hparams.cache_dir
+        if folder is None or split not in ("train", "val"):
+            return None
+        if split not in self._caches:
+            self.check_cache_dir()
+            trainer = self.dm.trainer
+            rank, world = process_of(trainer)
+            sharing = getattr(trainer, "num_devices", 1) if trainer is not None else 1  # processes on this machine
+            self._caches[split] = DecodedCache(folder, f"{name}={path!r}", sharing, rank if world > 1 else None)
+        return self._caches[split]
 
     def chunks(self, decode: Callable, columns: list[str]) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
         """One pass over all training rows in order, on this process alone, as ``(x, y)`` chunks (the report's

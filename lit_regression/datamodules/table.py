@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Literal
 
 import numpy as np
@@ -84,7 +83,8 @@ class TableDataModule(TensorDataModule):
         cache_dir: streaming: a folder on a local disk where each process keeps the training and validation rows
             it decoded in the first epoch, as the model's float32 inputs, in a scratch file that is deleted when
             the process ends; later epochs read them from there instead of decoding the Parquet files again
-            (README, "Big tables"). ``None``: decode every epoch.
+            (README, "Big tables"). ``None``: decode every epoch. Checked when a fit or validation first reads
+            the rows (a checkpoint loads without the folder: predicting never uses it).
     """
 
     # known per instance (from the ``task`` argument); None keeps the CLI's class-level check out of the way
@@ -129,7 +129,7 @@ class TableDataModule(TensorDataModule):
             self.hparams[name] = absolute_path(value)
         self.streaming = bool(streaming)
         if streaming:
-            _check_streaming(batch_size, impute, on_device, shuffle_buffer, self.hparams.cache_dir)
+            _check_streaming(batch_size, impute, on_device, shuffle_buffer)
         for name, value in (("val_path", val_path), ("test_path", test_path)):
             if value is not None and not streaming:
                 raise InputError(f"data.{name}={value!r} is read with --data.streaming true; without it, the held-out "
@@ -668,6 +668,8 @@ class TableDataModule(TensorDataModule):
             self.load_training()
             if self._stream is not None:
                 self._check_held_out_sources(stage)
+                if stage in ("fit", "validate"):
+                    self._stream.check_cache_dir()
             if stage == "fit":
                 say(self.describe_columns())
                 if self._stream is not None:
@@ -813,8 +815,7 @@ def _kind(data, given_levels: bool, forced: bool) -> str | None:
     return None
 
 
-def _check_streaming(batch_size: int | None, impute, on_device: bool, shuffle_buffer: int,
-                     cache_dir: str | None) -> None:
+def _check_streaming(batch_size: int | None, impute, on_device: bool, shuffle_buffer: int) -> None:
     """Arguments that streaming cannot take, each refused in one line."""
     if batch_size is None:
         raise InputError("data.streaming needs data.batch_size: the rows are read from disk a batch at a time "
@@ -827,8 +828,6 @@ def _check_streaming(batch_size: int | None, impute, on_device: bool, shuffle_bu
                          "every epoch: leave one of them off")
     if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int) or shuffle_buffer < 1:
         raise InputError(f"data.shuffle_buffer={shuffle_buffer!r} is invalid: expected a whole number of rows >= 1")
-    if cache_dir is not None and not (os.path.isdir(cache_dir) and os.access(cache_dir, os.W_OK | os.X_OK)):
-        raise InputError(f"data.cache_dir={cache_dir!r} is invalid: expected a folder that exists and can be written")
 
 
 def _key(label: Any) -> Any:
