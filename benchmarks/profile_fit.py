@@ -22,7 +22,8 @@ loop, with a validation every epoch, is 0.78 of it over the plain PyTorch loop. 
 whole-fit difference between 50 and 250 epochs also counts what grows with the epochs outside them: the
 TensorBoard records written (about 0.1) and the checkpoints of the improving epochs 50 to 115 built in memory
 (0.12: Lightning's ``dump_checkpoint``, 0.23 ms each, 60% of it the loops' state dict through
-``dataclasses.asdict``). Drawing the loss curves at the end takes 0.18-0.32 s for 50, 250 or 1000 epochs alike. Of the 0.8 the fit adds inside the epochs: validation 0.45 (``--trainer.check_val_every_n_epoch 10`` brings
+``dataclasses.asdict``). Drawing the loss curves at the end takes 0.18-0.32 s for 50, 250 or 1000 epochs alike.
+Of the 0.8 the fit adds inside the epochs: validation 0.45 (``--trainer.check_val_every_n_epoch 10`` brings
 an epoch to the bare module's cost: the metric update and compute with torchmetrics' wrappers, about 0.07, the
 epoch's logging into the trainer's metric dicts, and the validation hooks of four callbacks); the training step's
 loss metric, the convergence and non-finite checks 0.15; the checkpoint callback's ranking 0.05.

@@ -543,13 +543,16 @@ def figure_streaming(report: Report, cfg: dict) -> None:
 
 
 # --- main -------------------------------------------------------------------------------------------------------
+FIGURES = ("epoch", "process", "throughput", "gpu", "table", "side", "optimum", "streaming")  # --only's names
+
+
 def main(argv: list[str] | None = None) -> int:
     global ON_DEVICE
     parser = argparse.ArgumentParser(description="lit_regression benchmarks (issue 7)")
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (smaller sizes, fewer repetitions)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--only", nargs="+",
-                        choices=["epoch", "process", "throughput", "gpu", "table", "side", "optimum", "streaming"],
+                        choices=FIGURES,
                         help="run only these figures")
     parser.add_argument("--threads", type=int, help="torch intra-op threads, here and in the subprocesses "
                         "(default: torch's choice). On a small machine shared with other work, 1 avoids stalls "
@@ -560,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     cfg = dict(QUICK if args.quick else FULL)
-    only = set(args.only or ["epoch", "process", "throughput", "gpu", "table", "side", "optimum", "streaming"])
+    only = set(args.only or FIGURES)
     quiet()
     start = time.perf_counter()
     info = machine()

@@ -395,12 +395,12 @@ class DecodedCache:
     def write(self, piece: int, chunks: Iterator[Chunk], rows: int) -> Iterator[Chunk]:
         """``chunks`` passed through, each also written; the piece is kept once the last is written. ``rows``:
         the rows this process will keep in all (for the free-space check, when the file is made)."""
-        written: list[list[tuple]] | None = []
+        written: list[list[tuple]] | None = []  # None once the cache gave up
         for chunk in chunks:
-            if written is not None and self.usable:
+            if written is not None:
                 written = self._written(chunk, written, rows)
             yield chunk
-        if written is not None and self.usable:
+        if written is not None:
             self.kept[piece] = written
 
     def _written(self, chunk: Chunk, written: list, rows: int) -> list | None:
@@ -460,7 +460,7 @@ class StreamBatches:
         pieces: the source's pieces; ``counts`` the rows of each that the split takes.
         decode: ``decode(piece, mask)`` yields chunks ``(x, y_or_rows, ...)`` of the piece's rows in ``mask``.
         batch_size: rows per batch (at most).
-        shuffle: shuffle as above; ``window`` rows at most are shuffled together.
+        shuffle: shuffle as above; ``window`` rows (at least a batch) are shuffled together.
         seed, rank, world_size: as :class:`~lit_regression.batches.TensorBatches`.
         equal: serve the same number of batches on every process (training).
         every_process: refuse a share without rows under DDP (validation and test: a process without batches
@@ -554,13 +554,13 @@ class StreamBatches:
         generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 65_537 + self.rank) % 2**63)
         sizes = list(sizes)
         full = max(self.window, self.batch_size)
-        window = _Window()
+        window = _Window(full)
         for last, chunk in _marked(chunks):
             n, start = len(chunk[0]), 0
             while True:
                 take = min(n - start, full - window.rows)
                 if take:
-                    window.add(tuple(part[start:start + take] for part in chunk), full)
+                    window.add(tuple(part[start:start + take] for part in chunk))
                     start += take
                 end = last and start == n
                 if window.rows < full and not end:
@@ -613,22 +613,19 @@ _END = object()
 
 
 class _Window:
-    """The rows of a shuffle window, one row-major tensor per part of the chunks (their rows first; tensors only:
-    the training chunks), in buffers that grow to the largest window once and are then reused."""
+    """The rows of a shuffle window, at most ``capacity``, one row-major tensor per part of the chunks (their rows
+    first; tensors only: the training chunks), in buffers made with the first chunk and then reused."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
         self.parts: list[torch.Tensor] = []
         self.rows = 0
 
-    def add(self, chunk: Chunk, capacity: int) -> None:
+    def add(self, chunk: Chunk) -> None:
         n = len(chunk[0])
-        if not self.parts or self.rows + n > len(self.parts[0]):
-            rows = max(capacity, self.rows + n)
-            grown = [torch.empty((rows, *part.shape[1:]), dtype=part.dtype) for part in chunk]
-            for new, old in zip(grown, self.parts):
-                new[:self.rows] = old[:self.rows]
-            self.parts = grown
-        for buffer, part in zip(self.parts, chunk):
+        if not self.parts:
+            self.parts = [torch.empty((self.capacity, *part.shape[1:]), dtype=part.dtype) for part in chunk]
+        for buffer, part in zip(self.parts, chunk):  # more rows than the capacity: a shape error here
             buffer[self.rows:self.rows + n] = part
         self.rows += n
 

@@ -71,45 +71,6 @@ def test_the_hash_split_is_deterministic_and_takes_its_fraction():
     assert masks["val"].mean() == pytest.approx(0.2, abs=0.005) and masks["test"].mean() == pytest.approx(0.1, abs=0.005)
 
 
-@pytest.mark.parametrize("world_size", [1, 2, 3])
-def test_processes_serve_every_row_once_in_equal_numbers_of_batches(world_size):
-    """The loader of each rank (as under DDP): the same number of batches everywhere, no batch above batch_size,
-    together every row of the split exactly once, in an order that changes with the epoch."""
-    sizes = [100, 37, 64, 64, 90, 5, 128]
-    starts = np.cumsum([0] + sizes[:-1])
-    from lit_regression.streaming import Piece
-
-    pieces = [Piece("f", i, int(s), n) for i, (s, n) in enumerate(zip(starts, sizes))]
-    split = Split(0.25, 1.0, seed=3)
-
-    def decode(piece, mask):
-        rows = torch.arange(piece.start, piece.start + piece.rows)
-        rows = rows if mask is None else rows[torch.from_numpy(mask)]
-        yield rows.float()[:, None], rows.float()[:, None], rows
-
-    counts = [split.count(p) for p in pieces]
-    orders, counted = [], set()
-    for epoch in (0, 1):
-        served, lengths = [], []
-        for rank in range(world_size):
-            loader = StreamBatches(pieces, counts, decode, lambda p: split.mask(p.start, p.rows), batch_size=16,
-                                   shuffle=True, window=50, seed=7, rank=rank, world_size=world_size, equal=True)
-            loader.set_epoch(epoch)
-            batches = list(loader)
-            assert len(batches) == len(loader)
-            assert all(0 < len(b[2]) <= 16 for b in batches)
-            lengths.append(len(batches))
-            served.append(torch.cat([b[2] for b in batches]))
-        assert len(set(lengths)) == 1
-        counted.add(lengths[0])
-        everything = torch.cat(served).numpy()
-        expected = np.flatnonzero(split.mask(0, sum(sizes)))
-        assert np.array_equal(np.sort(everything), expected)
-        orders.append(everything)
-    assert not np.array_equal(orders[0], orders[1])
-    assert len(counted) == 1  # the same number of batches in every epoch: Lightning counts them once
-
-
 PIECES = [100, 37, 64, 64, 90, 5, 128]
 
 
@@ -135,6 +96,36 @@ def synthetic(sizes=PIECES, chunk: int = 40, decoded: list | None = None):
 
 def same_batches(a: list, b: list) -> bool:
     return len(a) == len(b) and all(all(torch.equal(u, v) for u, v in zip(x, y)) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_processes_serve_every_row_once_in_equal_numbers_of_batches(world_size):
+    """The loader of each rank (as under DDP): the same number of batches everywhere, no batch above batch_size,
+    together every row of the split exactly once, in an order that changes with the epoch."""
+    sizes = PIECES
+    pieces, decode = synthetic(sizes)
+    split = Split(0.25, 1.0, seed=3)
+    counts = [split.count(p) for p in pieces]
+    orders, counted = [], set()
+    for epoch in (0, 1):
+        served, lengths = [], []
+        for rank in range(world_size):
+            loader = StreamBatches(pieces, counts, decode, lambda p: split.mask(p.start, p.rows), batch_size=16,
+                                   shuffle=True, window=50, seed=7, rank=rank, world_size=world_size, equal=True)
+            loader.set_epoch(epoch)
+            batches = list(loader)
+            assert len(batches) == len(loader)
+            assert all(0 < len(b[2]) <= 16 for b in batches)
+            lengths.append(len(batches))
+            served.append(torch.cat([b[2] for b in batches]))
+        assert len(set(lengths)) == 1
+        counted.add(lengths[0])
+        everything = torch.cat(served).numpy()
+        expected = np.flatnonzero(split.mask(0, sum(sizes)))
+        assert np.array_equal(np.sort(everything), expected)
+        orders.append(everything)
+    assert not np.array_equal(orders[0], orders[1])
+    assert len(counted) == 1  # the same number of batches in every epoch: Lightning counts them once
 
 
 @pytest.mark.parametrize("shuffle", [True, False])

@@ -221,6 +221,7 @@ class TableStream:
         rows = self.n_rows("train")
         out = Preprocessing(features, categories)
         mean, scale = [], []
+        scales = stats.scale(rows)  # filled cells add rows at the mean: no deviation
         for feature in features:
             strategy = strategies.get(feature, "none")
             if feature in categories:
@@ -238,7 +239,7 @@ class TableStream:
             if strategy != "none":
                 out.fill[feature] = float(stats.mean[j])
             mean.append(float(stats.mean[j]))
-            scale.append(float(stats.scale(rows)[j]))  # filled cells add rows at the mean: no deviation
+            scale.append(float(scales[j]))
         if standardize:
             out.mean, out.scale = mean, scale
         if scale_targets:
@@ -254,6 +255,7 @@ class TableStream:
             return []
         source, rows = self.source(self._resolved(split)), self.split(split)
         rank, world = process_of(self.dm.trainer)
+        name = f"{source.name}={source.path!r}"
 
         def chunks(piece: Piece, mask: np.ndarray | None) -> Iterator[tuple]:
             for block in self.blocks(source, piece, mask, columns):
@@ -269,8 +271,8 @@ class TableStream:
         loader = StreamBatches(source.pieces, counts, chunks, lambda p: rows.mask(p.start, p.rows),
                                batch_size=self.dm.batch_size, shuffle=train and self.dm.shuffle,
                                window=h.shuffle_buffer, seed=self.dm.seed, rank=rank, world_size=world, equal=train,
-                               every_process=True, name=f"{source.name}={source.path!r}",
-                               cache=self._cache(split, source.name, source.path), on_start=close_the_others if train else None)
+                               every_process=True, name=name, cache=self._cache(split, name, rank, world),
+                               on_start=close_the_others if train else None)
         self._loaders[split] = loader
         return loader
 
@@ -281,7 +283,7 @@ class TableStream:
         if folder is not None and not (os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
             raise InputError(f"data.cache_dir={folder!r} is invalid: expected a folder that exists and can be written")
 
-    def _cache(self, split: str, name: str, path: str) -> DecodedCache | None:
+    def _cache(self, split: str, name: str, rank: int, world: int) -> DecodedCache | None:
         """The decoded rows of a split read every epoch (training, validation) with data.cache_dir: one per split,
         taken over by each new loader of it (so the file is written once however often Lightning asks)."""
         folder = self.dm.hparams.cache_dir
@@ -290,9 +292,8 @@ class TableStream:
         if split not in self._caches:
             self.check_cache_dir()
             trainer = self.dm.trainer
-            rank, world = process_of(trainer)
             sharing = getattr(trainer, "num_devices", 1) if trainer is not None else 1  # processes on this machine
-            self._caches[split] = DecodedCache(folder, f"{name}={path!r}", sharing, rank if world > 1 else None)
+            self._caches[split] = DecodedCache(folder, name, sharing, rank if world > 1 else None)
         return self._caches[split]
 
     def chunks(self, decode: Callable, columns: list[str]) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:

@@ -135,8 +135,8 @@ class TableDataModule(TensorDataModule):
                 raise InputError(f"data.{name}={value!r} is read with --data.streaming true; without it, the held-out "
                                  "rows come from data.path (data.val_fraction, data.test_fraction)")
         if cache_dir is not None and not streaming:
-            raise InputError(f"data.cache_dir={cache_dir!r} keeps streamed rows: it needs --data.streaming true (without "
-                             "it the rows are held in memory)")
+            raise InputError(f"data.cache_dir={cache_dir!r} keeps streamed rows: it needs --data.streaming true "
+                             "(without it the rows are held in memory)")
         task = task or "regression"
         if task not in TASKS:
             raise InputError(f"data.task={task!r} is invalid: expected 'regression' or 'classification'")
