@@ -15,6 +15,15 @@ import torch
 from torch.utils.data import SequentialSampler
 
 
+def equal_sizes(rows: list[int], rank: int, batch_size: int) -> list[int]:
+    """The sizes of process ``rank``'s batches when every process serves the same number of them, ``k =
+    ceil(max(rows) / batch_size)``, however many rows (``rows``, one count per process) each holds: its rows cut
+    into ``k`` batches of nearly equal size, none above ``batch_size``. Every row counts once; none is repeated."""
+    k = math.ceil(max(rows) / batch_size)
+    mine = rows[rank]
+    return [mine // k + (b < mine % k) for b in range(k)]
+
+
 def process_of(trainer) -> tuple[int, int]:
     """``(rank, world_size)`` of this process under ``trainer`` (``(0, 1)`` without one)."""
     return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
@@ -31,9 +40,12 @@ class TensorBatches:
         seed: seed of the shuffling generator; torch's global random state is never touched.
         rank: this process's index among ``world_size`` processes.
         world_size: number of processes that share the rows.
-        pad: repeat rows so that every process gets the same number (what ``DistributedSampler`` does, and what
-            training needs so that no process waits for another); leave off for evaluation and prediction, where
-            every row must count exactly once.
+        pad: repeat rows so that every process gets the same number (what ``DistributedSampler`` does, so that
+            no process waits for another); leave off for evaluation and prediction, where every row must count
+            exactly once.
+        equal: under several processes, serve the same number of batches on each without repeating a row
+            (:func:`equal_sizes`): what training takes, so that the sums of an epoch (Newton's method) hold
+            every row once.
     """
 
     def __init__(
@@ -45,6 +57,7 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         pad: bool = False,
+        equal: bool = False,
     ) -> None:
         if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
             raise ValueError("TensorBatches needs tensors with the same number of rows")
@@ -55,6 +68,7 @@ class TensorBatches:
         self.rank = rank
         self.world_size = world_size
         self.pad = pad
+        self.equal = equal and world_size > 1 and batch_size is not None
         self.epoch = 0
         self._in_order: InOrder | None = None
 
@@ -84,10 +98,17 @@ class TensorBatches:
             return math.ceil(n / self.world_size)
         return len(range(self.rank, n, self.world_size))
 
+    def _equal_sizes(self) -> list[int]:
+        n = len(self.tensors[0])
+        return equal_sizes([len(range(r, n, self.world_size)) for r in range(self.world_size)], self.rank,
+                           self.batch_size)
+
     def __len__(self) -> int:
         rows = self.num_rows
         if rows == 0:
             return 0
+        if self.equal:
+            return len(self._equal_sizes())
         return 1 if self.batch_size is None else math.ceil(rows / self.batch_size)
 
     def _rows(self) -> torch.Tensor | None:
@@ -121,8 +142,11 @@ class TensorBatches:
         # gathered batch by batch: half the time of permuting the whole tensors first (each batch is written
         # while it is in cache, and used at once) and no second copy of the data in memory
         rows = rows.to(tensors[0].device)
-        for start in range(0, n, size):
+        sizes = self._equal_sizes() if self.equal else [min(size, n - s) for s in range(0, n, size)]
+        start = 0
+        for size in sizes:
             index = rows[start : start + size]
+            start += size
             yield tuple(t.index_select(0, index) for t in tensors)
 
 

@@ -28,10 +28,12 @@ RANK_TOL = 1e-12
 NEWTON_TOL = 1e-10  # largest gradient of the float64 optimum: far below the report's tolerance
 
 
-def design(x: torch.Tensor) -> torch.Tensor:
-    """``[x, 1]`` in float64 on the CPU (moved first: MPS has no float64)."""
-    x = x.detach().to("cpu").double()
-    return torch.cat([x, torch.ones(len(x), 1, dtype=torch.float64)], dim=1)
+def design(x: torch.Tensor, keep_device: bool = False) -> torch.Tensor:
+    """``[x, 1]`` in float64, on the CPU or, with ``keep_device``, on ``x``'s device where it has float64 (MPS
+    has none)."""
+    x = x.detach()
+    x = (x if keep_device and x.device.type != "mps" else x.to("cpu")).double()
+    return torch.cat([x, torch.ones(len(x), 1, dtype=torch.float64, device=x.device)], dim=1)
 
 
 def as_theta(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -115,46 +117,122 @@ def least_squares_optimum(moments: Moments, l2: float = 0.0) -> Optimum:
     return Optimum(theta, optimum, objective_at, null, full_rank, covariance, dof)
 
 
-def _logistic_pass(chunks: Chunks, theta: torch.Tensor, n_classes: int, l2: float, hessian: bool):
-    """Objective, gradient and (optionally) Hessian of the mean cross-entropy plus ``l2 / 2 * ||W||^2`` at
-    ``theta``; gradient and Hessian are over ``theta.reshape(-1)``."""
-    total, grad, hess, n = 0.0, torch.zeros_like(theta), None, 0
-    size = theta.numel()
-    if hessian:
-        hess = torch.zeros(size, size, dtype=torch.float64)
+# the losses whose objective one pass can sum with its gradient and Hessian (Newton's method): what each model's
+# ``newton_loss()`` names
+LOSS_KINDS = ("mse", "huber", "binary", "multiclass")
+HUBER_DELTA = 1.0  # torch.nn.HuberLoss's default, which the regression models use
+
+
+def row_derivatives(kind: str, outputs: torch.Tensor, target: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The summed loss of a chunk's rows at ``outputs`` (``(n, m)``, float64), and per row its derivative ``g``
+    (``(n, m)``) and curvature ``h`` with respect to the outputs: ``(n, m)`` for losses that act on each output
+    alone, ``(n, m, m)`` for the softmax. Regression losses are means over the outputs, as torch's are.
+
+    ``huber`` takes Huber's IRLS weights ``min(1, delta / |r|)`` for ``h``: beyond ``delta`` the loss is linear
+    and its true second derivative is 0, which leaves a Hessian without rank once most residuals are large (a
+    first pass from random weights); the weights bound the loss from above, so each step still lowers it."""
+    n, m = outputs.shape
+    if kind in ("mse", "huber"):
+        r = outputs - target.to(outputs.dtype).reshape(n, m)
+        if kind == "mse":
+            return r.square().sum() / m, 2 * r / m, torch.full_like(r, 2.0 / m)
+        small = r.abs() <= HUBER_DELTA
+        loss = torch.where(small, r.square() / 2, HUBER_DELTA * (r.abs() - HUBER_DELTA / 2))
+        return (loss.sum() / m, r.clamp(-HUBER_DELTA, HUBER_DELTA) / m,
+                torch.where(small, 1.0, HUBER_DELTA / r.abs().clamp_min(HUBER_DELTA)) / m)
+    labels = target.reshape(-1).long()
+    if kind == "binary":
+        y = labels.to(outputs.dtype)[:, None]
+        p = torch.sigmoid(outputs)
+        return (F.softplus(outputs) - y * outputs).sum(), p - y, p * (1 - p)
+    p = torch.softmax(outputs, dim=1)
+    loss = (torch.logsumexp(outputs, dim=1) - outputs.gather(1, labels[:, None])[:, 0]).sum()
+    return loss, p - F.one_hot(labels, m).to(p.dtype), torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+
+
+class PassSums:
+    """The sums of one pass over the training rows at ``theta`` (``(n_features + 1, m)``): the loss, its
+    gradient and (optionally) its Hessian over ``theta.reshape(-1)``, and the rows, in float64 on the device of
+    the chunks (the CPU for MPS). :meth:`packed` lays them in one tensor for an all-reduce across processes."""
+
+    def __init__(self, theta: torch.Tensor, kind: str, hessian: bool = True) -> None:
+        if kind not in LOSS_KINDS:
+            raise ValueError(f"no pass sums for the loss {kind!r}: expected one of {LOSS_KINDS}")
+        self.theta, self.kind, self.hessian = theta, kind, hessian
+        self.loss = self.rows = None
+        self.grad = self.hess = None
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Add a chunk of (scaled) inputs ``x`` and their targets ``y``."""
+        z = design(x, keep_device=True)
+        theta = self.theta.to(z.device)
+        if self.grad is None:
+            self.loss, self.rows = z.new_zeros(()), z.new_zeros(())
+            self.grad = torch.zeros_like(theta)
+            if self.hessian:
+                self.hess = z.new_zeros(theta.numel(), theta.numel())
+        loss, g, h = row_derivatives(self.kind, z @ theta, y.to(z.device))
+        self.loss += loss
+        self.rows += len(z)
+        self.grad += z.T @ g
+        if self.hessian:  # sum_i z_i z_i^T (x) h_i, indexed (feature, output) as theta.reshape(-1)
+            d, m = theta.shape
+            blocks = self.hess.view(d, m, d, m)
+            for a in range(m):
+                for b in range(a, m) if h.dim() == 3 else (a,):
+                    block = z.T @ (z * (h[:, a, b] if h.dim() == 3 else h[:, a])[:, None])
+                    blocks[:, a, :, b] += block
+                    if b != a:
+                        blocks[:, b, :, a] += block
+
+    def packed(self) -> torch.Tensor:
+        parts = [self.loss[None], self.rows[None], self.grad.reshape(-1)]
+        return torch.cat(parts + ([self.hess.reshape(-1)] if self.hessian else []))
+
+    def unpack(self, packed: torch.Tensor) -> None:
+        """Take the sums from ``packed`` (the all-reduced :meth:`packed` of every process)."""
+        packed = packed.to("cpu")
+        size = self.theta.numel()
+        self.loss, self.rows = packed[0], packed[1]
+        self.grad = packed[2:2 + size].reshape(self.theta.shape)
+        if self.hessian:
+            self.hess = packed[2 + size:].reshape(size, size)
+
+    def objective(self, l2: float) -> tuple[float, torch.Tensor, torch.Tensor | None, int]:
+        """The mean loss plus ``l2 / 2 * ||W||^2``, its gradient and Hessian over ``theta.reshape(-1)`` (on the
+        CPU), and the rows."""
+        n = int(self.rows)
+        theta = self.theta.to("cpu")
+        weights = theta[:-1]
+        value = float(self.loss) / n + l2 / 2 * float((weights**2).sum())
+        grad = self.grad.to("cpu") / n
+        grad[:-1] += l2 * weights
+        hess = None
+        if self.hessian:
+            penalised = torch.ones_like(theta)
+            penalised[-1] = 0
+            hess = self.hess.to("cpu") / n + torch.diag(l2 * penalised.reshape(-1))
+        return value, grad.reshape(-1), hess, n
+
+
+def objective_pass(chunks: Chunks, theta: torch.Tensor, kind: str, l2: float, hessian: bool = True):
+    """:meth:`PassSums.objective` of one pass over ``chunks`` at ``theta``."""
+    sums = PassSums(theta, kind, hessian)
     for x, y in chunks():
-        z = design(x)
-        labels = y.detach().to("cpu").reshape(-1).long()
-        logits = z @ theta
-        if n_classes == 2:
-            target = labels.double()[:, None]
-            total += float((F.softplus(logits) - target * logits).sum())
-            p = torch.sigmoid(logits)
-            grad += z.T @ (p - target)
-            if hessian:
-                hess += z.T @ (z * (p * (1 - p)))
-        else:
-            total += float((torch.logsumexp(logits, dim=1) - logits.gather(1, labels[:, None])[:, 0]).sum())
-            p = torch.softmax(logits, dim=1)
-            grad += z.T @ (p - F.one_hot(labels, n_classes).double())
-            if hessian:  # sum_i z_i z_i^T (x) (diag(p_i) - p_i p_i^T), indexed (feature, class) as theta
-                outer = (z[:, :, None] * p[:, None, :]).reshape(len(z), -1)
-                blocks = torch.einsum("ij,il,ia->jla", z, z, p)
-                full = torch.zeros(theta.shape + theta.shape, dtype=torch.float64)
-                for a in range(n_classes):
-                    full[:, a, :, a] = blocks[..., a]
-                hess += full.reshape(size, size) - outer.T @ outer
-        n += len(z)
-    weights = theta[:-1]
-    value = total / n + l2 / 2 * float((weights**2).sum())
-    grad = grad / n
-    grad[:-1] += l2 * weights
-    if hessian:
-        hess = hess / n
-        penalised = torch.ones_like(theta)
-        penalised[-1] = 0
-        hess += torch.diag(l2 * penalised.reshape(-1))
-    return value, grad.reshape(-1), hess, n
+        sums.add(x, y)
+    return sums.objective(l2)
+
+
+def newton_direction(grad: torch.Tensor, hess: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """The Newton step from ``theta`` (flat), ``-H^+ g``, less the part of ``theta`` that the Hessian cannot see:
+    where the inputs are collinear (one-hot levels and the bias), the objective is flat along some directions,
+    and the step lands on the smallest solution, as ``lstsq`` does, whatever ``theta`` held there."""
+    inverse, full_rank = pseudo_inverse(hess)
+    step = -(inverse @ grad)
+    if not full_rank:
+        step = step - (theta - inverse @ (hess @ theta))
+    return step
 
 
 def logistic_optimum(chunks: Chunks, n_features: int, n_classes: int, l2: float,
@@ -162,19 +240,19 @@ def logistic_optimum(chunks: Chunks, n_features: int, n_classes: int, l2: float,
     """Newton's method, with a backtracking line search, on the logistic objective; ``(None, why)`` when it
     has no finite optimum (separable classes and no penalty) or Newton does not converge."""
     m = 1 if n_classes == 2 else n_classes
+    kind = "binary" if n_classes == 2 else "multiclass"
     theta = torch.zeros(n_features + 1, m, dtype=torch.float64)
     converged = False
     for _ in range(max_iter):
-        value, grad, hess, n = _logistic_pass(chunks, theta, n_classes, l2, hessian=True)
+        value, grad, hess, n = objective_pass(chunks, theta, kind, l2)
         if float(grad.abs().max()) <= NEWTON_TOL:
             converged = True
             break
-        inverse, _ = pseudo_inverse(hess)
-        step = -(inverse @ grad)
+        step = newton_direction(grad, hess, theta.reshape(-1))
         slope, t = float(grad @ step), 1.0
         for _ in range(40):  # Armijo backtracking
             trial = theta + t * step.reshape(theta.shape)
-            if _logistic_pass(chunks, trial, n_classes, l2, hessian=False)[0] <= value + 1e-4 * t * slope:
+            if objective_pass(chunks, trial, kind, l2, hessian=False)[0] <= value + 1e-4 * t * slope:
                 break
             t /= 2
         theta = trial
@@ -191,5 +269,5 @@ def logistic_optimum(chunks: Chunks, n_features: int, n_classes: int, l2: float,
         counts += torch.bincount(y.detach().to("cpu").reshape(-1).long(), minlength=n_classes).double()
     share = counts / counts.sum()
     null = float(-(share[share > 0] * share[share > 0].log()).sum())  # cross-entropy of the class shares
-    return Optimum(theta, value, lambda t: _logistic_pass(chunks, t, n_classes, l2, hessian=False)[0], null,
+    return Optimum(theta, value, lambda t: objective_pass(chunks, t, kind, l2, hessian=False)[0], null,
                    full_rank, covariance, None), None

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import glob
-import math
 import os
 import queue
 import shutil
@@ -33,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from lit_regression.batches import InOrder
+from lit_regression.batches import InOrder, equal_sizes
 from lit_regression.errors import InputError, write_line
 from lit_regression.tables import PARQUET, dense, listing
 
@@ -512,10 +511,10 @@ class StreamBatches:
         rows = [sum(self.counts[i] for i in share) for share in shares]
         mine = rows[self.rank]
         if self.equal:  # the shares are the same every epoch, and so is k (Lightning counts the batches once)
-            k = math.ceil(max(rows) / self.batch_size)
-            if min(rows) < k:
-                raise InputError(self._too_few(rows, f"{k} batches"))
-            return [mine // k + (b < mine % k) for b in range(k)]
+            sizes = equal_sizes(rows, self.rank, self.batch_size)
+            if min(rows) < len(sizes):
+                raise InputError(self._too_few(rows, f"{len(sizes)} batches"))
+            return sizes
         if self.every_process and self.world_size > 1 and min(rows) == 0:
             raise InputError(self._too_few(rows, "a batch"))
         return [min(self.batch_size, mine - s) for s in range(0, mine, self.batch_size)]

@@ -9,6 +9,7 @@ import torch
 
 from lit_regression.errors import say
 from lit_regression.hooks import OwnHooks
+from lit_regression.newton import Newton
 
 
 class Convergence(OwnHooks, L.Callback):
@@ -80,6 +81,14 @@ class Convergence(OwnHooks, L.Callback):
         self._first = False
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        newton = next((o for o in trainer.optimizers if isinstance(o, Newton)), None)
+        if newton is not None:  # the exact objective and gradient of the pass, the same on every process
+            if newton.last and self.reason is None:
+                self.reason = self._newton_check(newton.last)
+                self._report(trainer)
+            if self.reason is not None and self.stop:
+                trainer.should_stop = True
+            return
         if not self._rows:
             return
         objective = self._sum / self._rows
@@ -96,13 +105,36 @@ class Convergence(OwnHooks, L.Callback):
                                       any(isinstance(o, torch.optim.LBFGS) for o in trainer.optimizers))
             if self.reason is not None and self._stalled and _drop_line_search(trainer):
                 self.reason, self.best, self.waited = None, None, 0  # go on with unit steps
-            if self.reason is not None:
-                self.epoch = trainer.current_epoch
-                if self.stop:  # only a small gradient is convergence; a plateau is a stop the report judges
-                    verb = "converged" if self._small_gradient else "stopped"
-                    say(f"{verb} after {self.epoch + 1} epochs: {self.reason}")
+            self._report(trainer)
         if self.reason is not None and self.stop:
             trainer.should_stop = True
+
+    def _report(self, trainer: L.Trainer) -> None:
+        if self.reason is not None:
+            self.epoch = trainer.current_epoch
+            if self.stop:  # only a small gradient is convergence; a plateau is a stop the report judges
+                verb = "converged" if self._small_gradient else "stopped"
+                say(f"{verb} after {self.epoch + 1} epochs: {self.reason}")
+
+    def _newton_check(self, last: dict[str, float]) -> str | None:
+        """Newton's passes: converged when the pass's largest gradient is within the tolerance of the smooth
+        full-batch case, or when the Newton decrement predicts a relative gap to the optimum within ``tol`` (the
+        gradient of float32 parameters has a floor that grows with the inputs' scale; the decrement does not)."""
+        self._stalled = self._small_gradient = False
+        objective, grad, decrement = last["objective"], last["gradient"], last["decrement"]
+        limit = self.tol * max(1.0, abs(objective)) ** 0.5
+        if grad <= limit:
+            self._small_gradient = True
+            return f"the objective's largest gradient, {grad:.3g}, is within {limit:.3g}"
+        if last["halved"]:
+            return None  # the pass tried a step that was too long: the search goes on from the point before
+        if decrement / 2 <= self.tol * abs(objective):
+            self._small_gradient = True
+            return (f"Newton's step predicts a relative gap of {decrement / 2 / abs(objective):.3g} to the optimum, "
+                    f"within tol {self.tol:g}")
+        return self._plateau(objective, self.tol * max(abs(objective), 1e-12),
+                             f"the objective {{:.6g}} has stayed within tol {self.tol:g} (relative) of its best for "
+                             f"{self.patience} passes", self.tol * max(abs(objective), 1e-12))
 
     def _check(self, objective: float, grad: float, smooth: bool, full_batch: bool, lbfgs: bool) -> str | None:
         self._stalled = self._small_gradient = False  # which of the reasons below it is

@@ -135,9 +135,10 @@ class TensorDataModule(L.LightningDataModule):
             seed=self.seed,
             rank=rank,
             world_size=world_size,
-            # full batches: one batch per process whatever the shard sizes, and no row counted twice (the model
-            # weighs each process's mean by its rows: see LitModel.on_train_start)
-            pad=train and not self.full_batch,
+            # every row once (full batches: one batch per process, whatever the shard sizes, and the model
+            # weighs each process's mean by its rows: see LitModel.on_train_start; mini-batches: the same number
+            # of batches on every process, as Newton's sums of an epoch need)
+            equal=train and not self.full_batch,
         )
 
     def train_dataloader(self) -> TensorBatches | list:

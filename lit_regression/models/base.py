@@ -9,10 +9,11 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import Metric
 
-from lit_regression.errors import InputError
+from lit_regression.errors import InputError, say
 
 STAGES = ("train", "val", "test")
-OPTIMIZERS = ("auto", "lbfgs", "adam", "sgd")
+OPTIMIZERS = ("auto", "newton", "lbfgs", "adam", "sgd")
+NEWTON_MAX_PARAMETERS = 4096  # auto picks Newton up to this many parameters (a Hessian of 128 MiB in float64)
 # learning rate of each optimizer when --model.lr is not given: L-BFGS takes unit steps (its line search scales
 # them); Adam's 1e-3 is its own default; SGD's 0.01 is the seeds'
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-3, "sgd": 0.01}
@@ -38,11 +39,14 @@ class LitModel(L.LightningModule):
     Args:
         n_features: number of input columns (linked from the datamodule by the CLI).
         n_outputs: number of regression targets, or of classes (linked from the datamodule by the CLI).
-        optimizer: ``auto`` (the default) takes L-BFGS with a strong-Wolfe line search when the training rows
-            come as one batch and the objective is smooth (no ``l1`` loss or penalty): it reaches the optimum
-            of linear and logistic models in a few epochs. Otherwise (mini-batches, or an L1 term) it takes
-            Adam. ``lbfgs``, ``adam`` or ``sgd`` choose one; ``--optimizer CLASS`` replaces all of this.
-        lr: learning rate; default 1.0 for L-BFGS, 1e-3 for Adam, 0.01 for SGD.
+        optimizer: ``auto`` (the default) takes ``newton`` for linear and logistic models with a smooth
+            objective (MSE or Huber loss, no ``l1``, no ``weight_decay``) and at most 4096 parameters, whatever
+            the batches: Newton's method in passes (:mod:`lit_regression.newton`), one step per epoch from the
+            exact sums of the epoch's batches, which reaches the optimum in 2 passes for least squares and a few
+            for the others. Otherwise it takes L-BFGS with a strong-Wolfe line search when the training rows
+            come as one batch and the objective is smooth, and Adam on mini-batches or with an L1 term.
+            ``newton``, ``lbfgs``, ``adam`` or ``sgd`` choose one; ``--optimizer CLASS`` replaces all of this.
+        lr: learning rate; default 1.0 for L-BFGS, 1e-3 for Adam, 0.01 for SGD (Newton's steps take none).
         l2: strength of the L2 penalty ``l2 / 2 * ||W||^2`` on the weights: scikit-learn's ``C = 1 / (l2 *
             n_train)`` for LogisticRegression, Ridge's ``alpha = l2 * n_train / 2`` for MSE. Default: ``1 /
             n_train`` for LogisticRegression (set when fit starts: scikit-learn's default ``C = 1``), 0 for the
@@ -61,7 +65,7 @@ class LitModel(L.LightningModule):
         self,
         n_features: int = 1,
         n_outputs: int = 1,
-        optimizer: Literal["auto", "lbfgs", "adam", "sgd"] = "auto",
+        optimizer: Literal["auto", "newton", "lbfgs", "adam", "sgd"] = "auto",
         lr: float | None = None,
         l2: float | None = None,
         l1: float = 0.0,
@@ -82,6 +86,7 @@ class LitModel(L.LightningModule):
         self._counted = False  # the training batch's loss is counted (L-BFGS evaluates a batch many times)
         self._global_loss = False  # DDP with L-BFGS: the closure returns the loss of all processes
         self._rows_per_process = 0.0  # DDP on full batches: n_train / world_size
+        self._newton = None  # the Newton optimizer of this fit, which the training steps feed
         # each stage's mean loss and metrics (torchmetrics), held in plain dicts, outside the module tree: they
         # have no state to save, and every walk over the modules (train(), eval(), parameters(), Lightning's at
         # each validation) would otherwise visit them and hash their states (benchmarks/profile_fit.py);
@@ -294,7 +299,13 @@ class LitModel(L.LightningModule):
         self._log_epoch("test")
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        newton = self._newton
+        if newton is not None:  # the batch's exact sums; the epoch's last batch ends the pass with a step
+            with torch.no_grad():
+                newton.add(self.scale_inputs(batch[0]), self.scale_targets(batch[1]))
+            newton.due = batch_idx + 1 >= self.trainer.num_training_batches
+        return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")
@@ -349,17 +360,40 @@ class LitModel(L.LightningModule):
         """Whether the objective has a gradient everywhere (no L1 term), as L-BFGS needs."""
         return self.hparams.l1 == 0 and self.hparams.get("loss", "mse") != "l1"
 
-    def optimizer_name(self) -> str:
-        """The optimizer ``configure_optimizers`` builds: ``optimizer``, with ``auto`` resolved."""
+    def newton_loss(self) -> str | None:
+        """The loss, as :data:`~lit_regression.optimum.LOSS_KINDS` names it, when Newton's method can minimise
+        this model's objective (one affine map, a smooth loss, no L1 term); ``None`` when it cannot."""
+        return None
+
+    def solver(self) -> tuple[str, str]:
+        """The optimizer ``configure_optimizers`` builds (``optimizer``, with ``auto`` resolved) and why."""
         name = self.hparams.optimizer
         if name != "auto":
-            return name
-        return "lbfgs" if getattr(self._datamodule, "full_batch", False) and self.smooth() else "adam"
+            return name, "--model.optimizer"
+        size = sum(p.numel() for p in self.parameters())
+        if self.newton_loss() is None:
+            why = "the model is not one affine map" if self.linear_parameters() is None else "the objective is not smooth"
+        elif self.hparams.weight_decay:
+            why = "weight_decay is set"
+        elif size > NEWTON_MAX_PARAMETERS:
+            why = f"{size} parameters, above Newton's {NEWTON_MAX_PARAMETERS}"
+        else:
+            return "newton", f"auto: a convex objective with {size} parameters, solved exactly in passes over the batches"
+        if getattr(self._datamodule, "full_batch", False) and self.smooth():
+            return "lbfgs", f"auto: {why}; one batch per epoch and a smooth objective"
+        return "adam", f"auto: {why}; " + ("an L1 term" if not self.smooth() else "mini-batches")
+
+    def optimizer_name(self) -> str:
+        return self.solver()[0]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        name = self.optimizer_name()
-        lr = self.hparams.lr if self.hparams.lr is not None else DEFAULT_LR[name]
+        name, why = self.solver()
+        say(f"solver: {name} ({why})")
         decay = self.hparams.weight_decay
+        self._newton = None
+        if name == "newton":
+            return self._newton_optimizer()
+        lr = self.hparams.lr if self.hparams.lr is not None else DEFAULT_LR[name]
         if name == "lbfgs":
             if decay:
                 raise InputError(f"model weight_decay={decay!r}: L-BFGS has no weight decay; use --model.l2")
@@ -370,6 +404,29 @@ class LitModel(L.LightningModule):
         if name == "adam":
             return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=decay)
         return torch.optim.SGD(self.parameters(), lr=lr, weight_decay=decay)
+
+    def _newton_optimizer(self) -> torch.optim.Optimizer:
+        from lit_regression.newton import Newton
+
+        kind = self.newton_loss()
+        if kind is None:
+            raise InputError(f"model optimizer='newton' needs one affine map and a smooth loss (mse or huber, no l1): "
+                             f"{type(self).__name__} with these settings is not; use adam or lbfgs")
+        for name in ("lr", "weight_decay"):
+            if self.hparams[name]:
+                raise InputError(f"model {name}={self.hparams[name]!r}: Newton's method takes no {name}; "
+                                 "leave it out (use --model.l2 for a penalty)")
+        trainer = self._trainer
+        reduce = None
+        if trainer is not None and trainer.world_size > 1:
+            strategy = trainer.strategy
+            reduce = lambda t: strategy.reduce(t, reduce_op="sum")  # noqa: E731
+        self._newton = Newton(*self.linear_parameters(), kind=kind, l2=self.l2, reduce=reduce)
+        return self._newton
+
+    def on_train_epoch_start(self) -> None:
+        if self._newton is not None:
+            self._newton.discard()  # an epoch cut short (max_steps) left its sums: a pass starts from nothing
 
     def on_train_start(self) -> None:
         trainer = self.trainer

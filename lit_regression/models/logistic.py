@@ -77,3 +77,6 @@ class LogisticRegression(LitModel):
 
     def linear_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.linear.weight, self.linear.bias
+
+    def newton_loss(self) -> str | None:
+        return None if self.hparams.l1 else "binary" if self.hparams.n_outputs == 2 else "multiclass"

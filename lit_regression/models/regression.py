@@ -91,3 +91,7 @@ class RegressionModel(LitModel):
 
     def compute_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.loss_fn(outputs, target)
+
+    def newton_loss(self) -> str | None:
+        loss = self.hparams.loss
+        return loss if loss in ("mse", "huber") and not self.hparams.l1 and self.linear_parameters() else None
