@@ -19,6 +19,7 @@ from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback, instantiate_class
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lit_regression.callbacks import Convergence, ParameterReport, Plots, PredictionWriter
@@ -476,7 +477,8 @@ def main(args=None) -> None:
         message = _user_error(err)
         if message is None:
             raise
-        print(f"lit-regression: error: {message}", file=sys.stderr)
+        if not (getattr(_input_error(err), "everywhere", False) and rank_zero_only.rank):  # said by the first alone
+            print(f"lit-regression: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -8,7 +8,14 @@ from lightning.pytorch.utilities import rank_zero_only
 
 class InputError(ValueError):
     """Bad user input: a config value, a data file, a checkpoint. The message names what is wrong and what was
-    expected; ``lit-regression`` prints it alone and exits with status 2."""
+    expected; ``lit-regression`` prints it alone and exits with status 2.
+
+    ``everywhere``: every process raises the same error at the same point (a check of the files or arguments
+    that each process makes alike), so only the first process prints it."""
+
+    def __init__(self, message: str, everywhere: bool = False) -> None:
+        super().__init__(message)
+        self.everywhere = everywhere
 
 
 @rank_zero_only

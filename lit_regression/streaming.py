@@ -5,7 +5,8 @@
   one per row group.
 * :func:`held_out`: the split of a row, from a hash of its global row index and the seed, so that no process
   needs to hold a list of rows and every process draws the same split.
-* :func:`assign`: which process reads which pieces, balanced by the rows each serves.
+* :func:`share_out`: which rows each process reads: the split's rows, in order, cut into one range per process
+  (:class:`Part` s of pieces), so that any file, even one of a single row group, serves any number of processes.
 * :class:`StreamBatches`: the loader that Lightning iterates: this process's pieces, decoded by a reading thread
   while the model trains on the rows before them, shuffled within a bounded window, cut into the same number of
   batches on every process.
@@ -233,10 +234,34 @@ def held_out(val_fraction: float, test_fraction: float, seed: int, val_path: boo
     return {"train": Split(val + test, 1.0, seed), "val": Split(0.0, val, seed), "test": Split(val, val + test, seed)}
 
 
+@dataclass(frozen=True)
+class Part:
+    """A process's rows of one piece: the rows ``lo .. hi - 1`` of those the split takes from piece ``piece``."""
+
+    piece: int
+    lo: int
+    hi: int
+
+    @property
+    def rows(self) -> int:
+        return self.hi - self.lo
+
+    def mask(self, split_mask: np.ndarray | None, piece_rows: int, count: int) -> np.ndarray | None:
+        """The piece's rows that this part takes, from the split's ``split_mask`` of the piece (``None``: all of
+        its ``piece_rows``), which takes ``count`` rows."""
+        if self.lo == 0 and self.hi == count:
+            return split_mask
+        taken = np.arange(piece_rows) if split_mask is None else np.flatnonzero(split_mask)
+        mask = np.zeros(piece_rows, dtype=bool)
+        mask[taken[self.lo:self.hi]] = True
+        return mask
+
+
 def assign(counts: list[int], world_size: int) -> list[list[int]]:
-    """Pieces (by index, in order) for each process: the largest first, each to the process with the fewest rows
-    so far (the lowest rank among equals), so the processes' rows differ by at most one piece's. The same in
-    every epoch: each process's rows, and so its number of batches, stay fixed."""
+    """Whole pieces (by index, in order) for each process: the largest first, each to the process with the fewest
+    rows so far (the lowest rank among equals). The statistics pass reads these: a piece's statistics are then
+    computed whole on some process, so that their merge, in piece order, is the same bit for bit however many
+    processes there are (the batches are shared out by :func:`share_out`)."""
     shares: list[list[int]] = [[] for _ in range(world_size)]
     rows = [0] * world_size
     for i in sorted((i for i in range(len(counts)) if counts[i]), key=lambda i: (-counts[i], i)):
@@ -244,6 +269,24 @@ def assign(counts: list[int], world_size: int) -> list[list[int]]:
         shares[r].append(i)
         rows[r] += counts[i]
     return [sorted(share) for share in shares]
+
+
+def share_out(counts: list[int], world_size: int) -> list[list[Part]]:
+    """Each process's parts: the split's rows of all pieces (``counts`` of each), in order, cut into
+    ``world_size`` ranges whose sizes differ by one row at most. A process reads the row groups its range
+    overlaps, so it decodes at most the parts of two row groups (one at each end of its range) that are not
+    its own. The same in every epoch: each process's rows, and so its number of batches, stay fixed."""
+    total = sum(counts)
+    bounds = [total * r // world_size for r in range(world_size + 1)]
+    shares: list[list[Part]] = [[] for _ in range(world_size)]
+    start = 0
+    for i, count in enumerate(counts):
+        for r in range(world_size):
+            lo, hi = max(bounds[r], start), min(bounds[r + 1], start + count)
+            if lo < hi:
+                shares[r].append(Part(i, lo - start, hi - start))
+        start += count
+    return shares
 
 
 # --- exact column statistics --------------------------------------------------------------------------------------
@@ -441,6 +484,14 @@ class DecodedCache:
         self.file, self.kept, self.end = None, {}, 0
 
 
+def too_few(rows: list[int], name: str, needed: str) -> str:
+    """The message for a table whose ``rows`` (per process) leave a process fewer than it ``needed``."""
+    total = sum(rows)
+    return (f"{total} row{'s' * (total != 1)} of {name} leave{'s' * (total == 1)} a process {min(rows)} "
+            f"rows for {needed} (rows per process: {rows}): use fewer processes"
+            + (" or a smaller data.batch_size" if needed != "a batch" else ""))
+
+
 def _mib(size: float) -> str:
     return f"{size / 2**20:,.1f} MiB"
 
@@ -448,7 +499,7 @@ def _mib(size: float) -> str:
 class StreamBatches:
     """Batches of this process's rows of a streamed split, read from disk every epoch.
 
-    The pieces are dealt to the processes once, balanced by rows (:func:`assign`). Training (``shuffle``): each
+    The rows are shared out to the processes once, by ranges (:func:`share_out`). Training (``shuffle``): each
     process reads its pieces in an order drawn from ``seed`` and the epoch and shuffles their rows within windows
     of ``window`` rows of consecutive pieces. Every process serves the same number of batches in every epoch,
     ``ceil(rows of the busiest process / batch_size)``, its rows cut into batches of nearly equal size (none
@@ -497,51 +548,45 @@ class StreamBatches:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _shares(self) -> list[list[int]]:
-        """Each process's pieces (:func:`assign`), in an order drawn from the seed and the epoch when shuffling."""
-        shares = assign(self.counts, self.world_size)
+    def _shares(self) -> list[list[Part]]:
+        """Each process's parts (:func:`share_out`), in an order drawn from the seed and the epoch when shuffling."""
+        shares = share_out(self.counts, self.world_size)
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             shares = [[share[i] for i in torch.randperm(len(share), generator=generator).tolist()] for share in shares]
         return shares
 
-    def _sizes(self, shares: list[list[int]]) -> list[int]:
+    def _sizes(self, shares: list[list[Part]]) -> list[int]:
         """Rows of each of this process's batches. Every process computes every share alike, so a table with too
-        few row groups for the processes is refused by all of them at once (none is left waiting for another)."""
-        rows = [sum(self.counts[i] for i in share) for share in shares]
+        few rows for the processes is refused by all of them at once (none is left waiting for another)."""
+        rows = [sum(part.rows for part in share) for share in shares]
         mine = rows[self.rank]
         if self.equal:  # the shares are the same every epoch, and so is k (Lightning counts the batches once)
             sizes = equal_sizes(rows, self.rank, self.batch_size)
             if min(rows) < len(sizes):
-                raise InputError(self._too_few(rows, f"{len(sizes)} batches"))
+                raise InputError(too_few(rows, self.name, f"{len(sizes)} batches"), everywhere=True)
             return sizes
         if self.every_process and self.world_size > 1 and min(rows) == 0:
-            raise InputError(self._too_few(rows, "a batch"))
+            raise InputError(too_few(rows, self.name, "a batch"), everywhere=True)
         return [min(self.batch_size, mine - s) for s in range(0, mine, self.batch_size)]
-
-    def _too_few(self, rows: list[int], needed: str) -> str:
-        groups = sum(1 for c in self.counts if c)
-        return (f"{groups} row group{'s' * (groups != 1)} of {self.name} leave{'s' * (groups == 1)} a process "
-                f"{min(rows)} rows for {needed} "
-                f"(rows per process: {rows}): write the table with more, smaller row groups "
-                "(pyarrow.parquet.write_table(..., row_group_size=N)) or use fewer processes")
 
     def __len__(self) -> int:
         return len(self._sizes(self._shares()))
 
     @property
     def num_rows(self) -> int:
-        return sum(self.counts[i] for i in self._shares()[self.rank])
+        return sum(part.rows for part in self._shares()[self.rank])
 
-    def _chunks(self, share: list[int]) -> Iterator[Chunk]:
+    def _chunks(self, share: list[Part]) -> Iterator[Chunk]:
         cache = self.cache
-        rows = sum(self.counts[i] for i in share)
-        for i in share:
+        rows = sum(part.rows for part in share)
+        for part in share:
+            i = part.piece  # a process's share holds one part of a piece at most: the cache knows it by the piece
             if cache is not None and i in cache:
                 yield from cache.read(i)
                 continue
             piece = self.pieces[i]
-            chunks = self.decode(piece, self.masks(piece))
+            chunks = self.decode(piece, part.mask(self.masks(piece), piece.rows, self.counts[i]))
             yield from chunks if cache is None or not cache.usable else cache.write(i, chunks, rows)
 
     def _shuffled(self, chunks: Iterator[Chunk], sizes: list[int]) -> Iterator[tuple[Any, ...]]:

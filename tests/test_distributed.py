@@ -179,22 +179,27 @@ def test_ddp_on_a_table_with_categories_and_gaps(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_lbfgs_full_batch_converges_like_one_process(tmp_path):
-    """The default optimizer on a full batch is L-BFGS: two processes must take the same line-search steps (the
-    closure's loss is averaged over processes) and reach the optimum of all training rows, as one process does."""
+@pytest.mark.parametrize("optimizer", ["lbfgs", "newton"])
+def test_ddp_full_batch_converges_like_one_process(tmp_path, optimizer):
+    """Two processes must take the same steps (L-BFGS: the closure's loss is averaged over processes, so the line
+    searches decide alike; Newton: the pass's sums are summed over them) and reach the optimum of all training
+    rows, as one process does."""
     import json
 
     flags = ("--model", "LinearRegression", "--data", "TableDataModule", "--data.path",
-             ROOT / "examples" / "data" / "diabetes.csv", "--data.target", "progression")
+             ROOT / "examples" / "data" / "diabetes.csv", "--data.target", "progression", "--model.optimizer", optimizer)
     run_cli("fit", *flags, root=tmp_path / "one")
     cli_process("fit", *flags, "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
                 root=tmp_path / "two", timeout=120)
     (one,), (two,) = versions(tmp_path / "one"), versions(tmp_path / "two")  # one version folder for both processes
     single, double = (json.loads((run / "report.json").read_text()) for run in (one, two))
     optimization = double["optimization"]
-    assert optimization["optimizer"] == "LBFGS"
+    assert optimization["optimizer"] == {"lbfgs": "LBFGS", "newton": "Newton"}[optimizer]
     assert optimization["converged"] is True, optimization
-    assert optimization["relative_gap"] < 1e-6, optimization
+    assert optimization["relative_gap"] < (1e-6 if optimizer == "lbfgs" else 1e-9), optimization
+    if optimizer == "newton":  # the same float64 sums, added in another order: the same objective
+        assert optimization["passes"] == single["optimization"]["passes"] == 2
+        assert optimization["objective"] == pytest.approx(single["optimization"]["objective"], rel=1e-9)
     for name in ("weight", "bias"):
         # float32 weights of size ~44 are 4e-6 apart at the least: the processes' sums round differently
         assert torch.tensor(double["learned"][name]) == pytest.approx(

@@ -18,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 
 from conftest import ROOT, run_cli, scalars, versions
 from lit_regression.datamodules import TableDataModule
+from lit_regression.newton import Newton
 from lit_regression.optimum import Moments, least_squares_optimum, logistic_optimum
 
 TABLE = ("--data", "TableDataModule", "--trainer.enable_model_summary", "false")
@@ -50,8 +51,8 @@ def test_diabetes_in_raw_units_matches_sklearn_linear_regression(tmp_path, root,
     reference = SkLinearRegression().fit(table.loc[train, features], table.loc[train, "progression"])
     new = table.drop(columns="progression").sample(50, random_state=0)
     report, predicted = fit_and_predict(tmp_path, root, path, "progression", new, "--model", "LinearRegression")
-    assert report["optimization"]["converged"] is True and report["optimization"]["optimizer"] == "LBFGS"
-    assert report["optimization"]["relative_gap"] < 1e-6
+    assert report["optimization"]["converged"] is True and report["optimization"]["optimizer"] == "Newton"
+    assert report["optimization"]["relative_gap"] < 1e-9 and report["optimization"]["passes"] <= 2
     assert "converged after" in capsys.readouterr().out
     error = np.abs(predicted["progression"].to_numpy() - reference.predict(new))
     assert error.max() < 1e-4 * table.loc[train, "progression"].std(), error.max()
@@ -201,16 +202,17 @@ def test_two_layer_says_why_no_optimum(root, capsys):
     assert optimization["objective"] > 0
 
 
-def test_lbfgs_resume_is_bit_identical_and_tensorboard_gets_the_gap(root):
-    """The default optimizer keeps its history in the checkpoint: 3 epochs, then 3 more from last.ckpt, end
-    exactly where 6 uninterrupted epochs end."""
+@pytest.mark.parametrize("optimizer, kind", [("lbfgs", torch.optim.LBFGS), ("newton", Newton)])
+def test_resume_is_bit_identical_and_tensorboard_gets_the_gap(root, optimizer, kind):
+    """The optimizers keep their state in the checkpoint (L-BFGS its history, Newton its last accepted point and
+    step): 3 epochs, then 3 more from last.ckpt, end exactly where 6 uninterrupted epochs end."""
     args = (*TABLE, "--model", "LogisticRegression", "--data.path", ROOT / "examples" / "data" / "iris.csv",
             "--data.target", "species", "--convergence.stop", "false", "--plots.enabled", "false",
-            "--predictions.enabled", "false")
+            "--predictions.enabled", "false", "--model.optimizer", optimizer)
     whole = run_cli("fit", *args, "--trainer.max_epochs", "6", root=root / "whole")
     run_cli("fit", *args, "--trainer.max_epochs", "3", root=root / "split")
     resumed = run_cli("fit", *args, "--trainer.max_epochs", "6", "--ckpt_path", "last", root=root / "split")
-    assert isinstance(resumed.trainer.optimizers[0], torch.optim.LBFGS)
+    assert isinstance(resumed.trainer.optimizers[0], kind)
     for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
     assert scalars(versions(root / "whole")[-1])["optimization/relative_gap"][-1] >= 0

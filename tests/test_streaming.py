@@ -229,15 +229,38 @@ def test_a_checkpoint_loads_without_its_cache_folder(tmp_path):
     assert sorted(predicted["row"].to_pylist()) == list(range(700))
 
 
-def test_too_few_row_groups_for_the_processes_is_refused_by_every_process():
+def test_rows_are_shared_by_ranges_whatever_the_row_groups():
+    """One row group serves 3 processes: each reads a range of its rows, the ranges differ by a row at most and
+    cover every row once; a process decodes only the row groups its range overlaps."""
+    from lit_regression.streaming import Piece, share_out
+
+    for counts, world in (([200], 3), ([100, 100], 3), ([64, 0, 64, 10], 4), ([5], 1)):
+        shares = share_out(counts, world)
+        rows = [sum(part.rows for part in share) for share in shares]
+        assert max(rows) - min(rows) <= 1 and sum(rows) == sum(counts)
+        for share in shares:
+            assert len({part.piece for part in share}) == len(share)  # a piece once per process
+    pieces = [Piece("f", 0, 0, 10)]
+    decoded = {}
+    for rank in range(3):
+        loader = StreamBatches(pieces, [10], lambda p, m: iter([(torch.tensor(np.flatnonzero(m), dtype=torch.float32)[:, None],
+                                                                 torch.zeros(int(m.sum()), 1))]),
+                               lambda p: None, batch_size=2, rank=rank, world_size=3, equal=True)
+        decoded[rank] = torch.cat([b[0] for b in loader])[:, 0].tolist()
+        assert len(loader) == 2  # ceil(4 / 2) on every process
+    assert sorted(sum(decoded.values(), [])) == list(range(10))
+    assert decoded[0] == [0.0, 1.0, 2.0]
+
+
+def test_too_few_rows_for_the_processes_is_refused_by_every_process():
     from lit_regression.streaming import InputError, Piece
 
-    pieces = [Piece("f", i, 100 * i, 100) for i in range(2)]
+    pieces = [Piece("f", i, i, 1) for i in range(2)]
     for rank in range(3):
         for equal, every in ((True, False), (False, True)):
-            loader = StreamBatches(pieces, [100, 100], lambda p, m: iter(()), lambda p: None, batch_size=16,
+            loader = StreamBatches(pieces, [1, 1], lambda p, m: iter(()), lambda p: None, batch_size=16,
                                    rank=rank, world_size=3, equal=equal, every_process=every, name="data.path='t'")
-            with pytest.raises(InputError, match="2 row groups of data.path='t' leave a process 0 rows"):
+            with pytest.raises(InputError, match="2 rows of data.path='t' leave a process 0 rows"):
                 len(loader)
 
 

@@ -16,6 +16,7 @@ from lit_regression.checkpointing import unused_path
 from lit_regression.errors import say, write_line
 from lit_regression.export import export_weights
 from lit_regression.hooks import OwnHooks
+from lit_regression.newton import Newton
 from lit_regression.optimum import Chunks, Moments, Optimum, as_theta, least_squares_optimum, logistic_optimum
 
 # metrics of the run copied into the report when the model logged them
@@ -126,6 +127,9 @@ class ParameterReport(OwnHooks, L.Callback):
         section = {"objective": None, "optimum": None, "relative_gap": None, "converged": None,
                    "optimizer": type(trainer.optimizers[0]).__name__ if trainer.optimizers else None,
                    "epochs": trainer.current_epoch}
+        newton = next((o for o in trainer.optimizers if isinstance(o, Newton)), None)
+        if newton is not None:  # one step per pass over the training rows
+            section["passes"] = newton.passes
         linear = pl_module.linear_parameters()
         if optimum is not None and why is None:  # the optimum is the model's own
             objective = optimum.objective_at(as_theta(*linear))
@@ -351,8 +355,9 @@ def format_report(report: dict, max_rows: int = 20) -> str:
     optimization = report.get("optimization")
     if optimization:
         state = {True: "converged", False: "NOT converged", None: "convergence unknown"}[optimization["converged"]]
-        line = (f"  optimization: {state} after {optimization['epochs']} epochs of {optimization['optimizer']}; "
-                f"objective {optimization['objective']:.8g}")
+        done = (f"{optimization['passes']} passes of Newton's method" if "passes" in optimization else
+                f"{optimization['epochs']} epochs of {optimization['optimizer']}")
+        line = f"  optimization: {state} after {done}; objective {optimization['objective']:.8g}"
         if optimization.get("optimum") is not None:
             line += f", optimum {optimization['optimum']:.8g}, relative gap {optimization['relative_gap']:.3g}"
         lines.append(line)

@@ -210,7 +210,7 @@ class TableStream:
         parts = gathered((error, mine), trainer)
         errors = [e for e, _ in parts if e]
         if errors:
-            raise InputError(errors[0])
+            raise InputError(errors[0], everywhere=True)  # the same on every process
         merged: dict[int, tuple] = {}
         for _, part in parts:
             merged.update(part)

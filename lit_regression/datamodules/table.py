@@ -9,10 +9,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from lit_regression.batches import process_of
 from lit_regression.datamodules.base import TensorDataModule
 from lit_regression.datamodules.streamed import TableStream
 from lit_regression.errors import InputError, say
 from lit_regression.preprocessing import STRATEGIES, Preprocessing, encoded_names, fit_levels, missing, plain
+from lit_regression.streaming import share_out, too_few
 from lit_regression.tables import (absolute_path, decimal_commas, delimiter, is_number, is_text, listing,
                                    mostly_numeric, numbers, read_table, type_name, values, where_row)
 
@@ -658,6 +660,13 @@ class TableDataModule(TensorDataModule):
         return len(train) if train is not None else super().n_train
 
     def setup(self, stage: str) -> None:
+        try:
+            self._setup(stage)
+        except InputError as err:  # every process checks the same files and arguments alike
+            err.everywhere = True
+            raise
+
+    def _setup(self, stage: str) -> None:
         # read the data now; encode it when a dataloader is asked for, since Lightning loads the checkpoint's
         # preprocessing (load_state_dict) after setup
         self._check_task()
@@ -676,6 +685,8 @@ class TableDataModule(TensorDataModule):
                     say(self._stream.describe())
                 if h.predict_path is not None:
                     self._predict_source()  # a bad predict file fails before training rather than after
+                if self._stream is not None:
+                    self._check_processes()
             if stage == "test" and not h.test_fraction and h.test_path is None:
                 rows = self._stream.n_rows("val") if self._stream is not None else len(self.split_rows["val"])
                 say(f"test runs on the {rows} validation rows: data.test_fraction is 0 (give it a fraction to hold "
@@ -697,6 +708,18 @@ class TableDataModule(TensorDataModule):
             raise InputError(f"{getattr(stage, 'value', stage)} has no rows: data.val_fraction={h.val_fraction!r} and "
                              f"data.test_fraction={h.test_fraction!r} hold none out of data.path={h.path!r}; give a "
                              "fraction, or the rows' own files with --data.val_path / --data.test_path")
+
+    def _check_processes(self) -> None:
+        """Streaming: every split that fit reads, prediction included, has a row for each process (checked
+        before training, so that a long fit is not lost to a prediction file too small for the processes)."""
+        world = process_of(self.trainer)[1]
+        h = self.hparams
+        for split, arg in (("train", "path"), ("val", "val_path"), ("predict", "predict_path")):
+            n = self._stream.n_rows(split)
+            if world > 1 and (n or split == "train") and n < world:
+                name = f"data.{arg if h.get(arg) is not None else 'path'}"
+                rows = [sum(part.rows for part in share) for share in share_out([n], world)]
+                raise InputError(too_few(rows, f"{name}={h.get(arg) or h.path!r}", "a batch"))
 
     def _predict_source(self):
         """The table to predict, checked for the feature columns: read whole, or (streaming) its files' schema."""

@@ -40,7 +40,7 @@ class LitModel(L.LightningModule):
         n_features: number of input columns (linked from the datamodule by the CLI).
         n_outputs: number of regression targets, or of classes (linked from the datamodule by the CLI).
         optimizer: ``auto`` (the default) takes ``newton`` for linear and logistic models with a smooth
-            objective (MSE or Huber loss, no ``l1``, no ``weight_decay``) and at most 4096 parameters, whatever
+            objective (MSE or Huber loss, no ``l1``), no ``lr`` or ``weight_decay`` and at most 4096 parameters, whatever
             the batches: Newton's method in passes (:mod:`lit_regression.newton`), one step per epoch from the
             exact sums of the epoch's batches, which reaches the optimum in 2 passes for least squares and a few
             for the others. Otherwise it takes L-BFGS with a strong-Wolfe line search when the training rows
@@ -373,8 +373,8 @@ class LitModel(L.LightningModule):
         size = sum(p.numel() for p in self.parameters())
         if self.newton_loss() is None:
             why = "the model is not one affine map" if self.linear_parameters() is None else "the objective is not smooth"
-        elif self.hparams.weight_decay:
-            why = "weight_decay is set"
+        elif self.hparams.weight_decay or self.hparams.lr:
+            why = f"{'weight_decay' if self.hparams.weight_decay else 'lr'} is set, for gradient steps"
         elif size > NEWTON_MAX_PARAMETERS:
             why = f"{size} parameters, above Newton's {NEWTON_MAX_PARAMETERS}"
         else:
