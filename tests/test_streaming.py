@@ -372,7 +372,7 @@ def test_two_processes_see_every_training_row_once_per_epoch(tmp_path):
     for epoch in (0, 1):
         rows = [np.load(seen / f"rank{r}-epoch{epoch}.npy") for r in (0, 1)]
         assert np.array_equal(np.sort(np.concatenate(rows)), expected)
-        assert abs(len(rows[0]) - len(rows[1])) <= 64  # balanced to within a row group
+        assert abs(len(rows[0]) - len(rows[1])) <= 1  # shared out by ranges
         batches |= {(seen / f"rank{r}-epoch{epoch}.batches").read_text() for r in (0, 1)}
     assert len(batches) == 1  # on both processes, in both epochs
     (run,) = versions(tmp_path / "runs")
