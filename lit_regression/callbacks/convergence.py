@@ -121,6 +121,8 @@ class Convergence(OwnHooks, L.Callback):
         full-batch case, or when the Newton decrement predicts a relative gap to the optimum within ``tol`` (the
         gradient of float32 parameters has a floor that grows with the inputs' scale; the decrement does not)."""
         self._stalled = self._small_gradient = False
+        if last.get("searching"):
+            return None  # l2 auto: still choosing the objective
         objective, grad, decrement = last["objective"], last["gradient"], last["decrement"]
         limit = self.tol * max(1.0, abs(objective)) ** 0.5
         if grad <= limit:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 
@@ -130,6 +131,9 @@ class ParameterReport(OwnHooks, L.Callback):
         newton = next((o for o in trainer.optimizers if isinstance(o, Newton)), None)
         if newton is not None:  # one step per pass over the training rows
             section["passes"] = newton.passes
+            if newton.grid is not None:  # l2 auto: the validation loss of each l2 tried, and the one chosen
+                section["l2_path"] = [{"l2": p["l2"], "val_loss": p["val_loss"]} for p in newton.path]
+                section["l2"] = None if newton.searching else newton.l2
         linear = pl_module.linear_parameters()
         if optimum is not None and why is None:  # the optimum is the model's own
             objective = optimum.objective_at(as_theta(*linear))
@@ -167,6 +171,10 @@ class ParameterReport(OwnHooks, L.Callback):
             for logger in trainer.loggers:
                 logger.log_metrics({"optimization/relative_gap": optimization["relative_gap"]},
                                    step=trainer.global_step)
+        for k, point in enumerate(optimization.get("l2_path") or []):  # l2 auto: the path, one step per l2 tried
+            for logger in trainer.loggers:
+                logger.log_metrics({"l2_path/val_loss": point["val_loss"], "l2_path/log10_l2": math.log10(point["l2"])},
+                                   step=k)
         if optimization.get("converged") is False:
             smooth = getattr(pl_module, "smooth", lambda: True)()  # L-BFGS needs a gradient everywhere
             faster = ("L-BFGS (--model.optimizer lbfgs, on full batches)" if smooth else
@@ -363,6 +371,13 @@ def format_report(report: dict, max_rows: int = 20) -> str:
         lines.append(line)
         if "note" in optimization:
             lines.append(f"  note: {optimization['note']}")
+        if "l2_path" in optimization:
+            path = optimization["l2_path"]
+            if optimization["l2"] is None:
+                lines.append(f"  l2 auto: NOT chosen, {len(path)} of the grid's values scored; train longer")
+            else:
+                lines.append(f"  l2 auto: {optimization['l2']:.6g}, the lowest validation loss of {len(path)} values "
+                             f"from {path[0]['l2']:.3g} to {path[-1]['l2']:.3g} (report.json, l2_path)")
     if report.get("metrics"):
         lines.append("  metrics: " + ", ".join(f"{k} {v:.6g}" for k, v in report["metrics"].items()))
     return "\n".join(lines)

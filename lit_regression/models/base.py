@@ -50,7 +50,9 @@ class LitModel(L.LightningModule):
         l2: strength of the L2 penalty ``l2 / 2 * ||W||^2`` on the weights: scikit-learn's ``C = 1 / (l2 *
             n_train)`` for LogisticRegression, Ridge's ``alpha = l2 * n_train / 2`` for MSE. Default: ``1 /
             n_train`` for LogisticRegression (set when fit starts: scikit-learn's default ``C = 1``), 0 for the
-            regression models.
+            regression models. ``auto``: the value of ``1 / (C * n_train)``, for LogisticRegressionCV's ten
+            ``C`` from 1e-4 to 1e4, with the lowest validation loss, chosen by the newton solver's passes
+            (:mod:`lit_regression.newton`).
         l1: strength of the L1 penalty ``l1 * |W|_1`` on the weights.
         weight_decay: the optimizer's own decay, which also shrinks the biases; prefer ``l2``.
         train_metrics: also compute the metrics (``train_mae``, ``train_r2``, ``train_acc`` ...) on the training
@@ -67,7 +69,7 @@ class LitModel(L.LightningModule):
         n_outputs: int = 1,
         optimizer: Literal["auto", "newton", "lbfgs", "adam", "sgd"] = "auto",
         lr: float | None = None,
-        l2: float | None = None,
+        l2: float | Literal["auto"] | None = None,
         l1: float = 0.0,
         weight_decay: float = 0.0,
         train_metrics: bool = False,
@@ -76,13 +78,16 @@ class LitModel(L.LightningModule):
         for name, value in (("n_features", n_features), ("n_outputs", n_outputs), ("lr", lr)):
             if (value is None and name != "lr") or (value is not None and value <= 0):
                 raise InputError(f"model {name}={value!r} is invalid: expected a number greater than 0")
-        for name, value in (("l2", l2), ("l1", l1), ("weight_decay", weight_decay)):
+        if isinstance(l2, str) and l2 != "auto":
+            raise InputError(f"model l2={l2!r} is invalid: expected a number >= 0 or 'auto'")
+        for name, value in (("l2", None if l2 == "auto" else l2), ("l1", l1), ("weight_decay", weight_decay)):
             if value is not None and value < 0:
                 raise InputError(f"model {name}={value!r} is invalid: expected a number >= 0")
         if optimizer not in OPTIMIZERS:
             raise InputError(f"model optimizer={optimizer!r} is invalid: expected one of {list(OPTIMIZERS)}")
         self.save_hyperparameters()
-        self.l2 = 0.0 if l2 is None else float(l2)  # LogisticRegression's default is set in setup(), from n_train
+        # LogisticRegression's default, and auto's first, are set in setup(), from n_train
+        self._l2 = 0.0 if l2 is None or l2 == "auto" else float(l2)
         self._counted = False  # the training batch's loss is counted (L-BFGS evaluates a batch many times)
         self._global_loss = False  # DDP with L-BFGS: the closure returns the loss of all processes
         self._rows_per_process = 0.0  # DDP on full batches: n_train / world_size
@@ -294,6 +299,18 @@ class LitModel(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
+        if self._newton is not None and not self.trainer.sanity_checking:
+            self._newton.end_validation()
+
+    @property
+    def l2(self) -> float:
+        """The strength of the L2 penalty in force: ``--model.l2``, its default, or what ``auto`` has chosen
+        (while it is choosing, the grid point being solved)."""
+        return self._newton.l2 if self._newton is not None else self._l2
+
+    @l2.setter
+    def l2(self, value: float) -> None:
+        self._l2 = value
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
@@ -309,6 +326,10 @@ class LitModel(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")
+        newton = self._newton
+        if newton is not None and newton.searching and not self.trainer.sanity_checking:
+            with torch.no_grad():  # l2 auto: the validation loss of the grid point just solved
+                newton.add_validation(self.scale_inputs(batch[0]), self.scale_targets(batch[1]))
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "test")
@@ -349,11 +370,13 @@ class LitModel(L.LightningModule):
             self.set_scaling(scaling())
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.hparams.l2 is None:
+        if stage == "fit" and self.hparams.l2 in (None, "auto"):
             n_train = getattr(self._datamodule, "n_train", None)
-            if not n_train and self.default_l2(1):
-                raise InputError(f"model l2=None: the default {type(self).__name__} penalty is 1 / n_train, but the "
-                                 "training rows cannot be counted without a lit_regression datamodule; give --model.l2")
+            if not n_train and (self.default_l2(1) or self.hparams.l2 == "auto"):
+                what = "the grid of l2 auto is" if self.hparams.l2 == "auto" else \
+                    f"the default {type(self).__name__} penalty is"
+                raise InputError(f"model l2={self.hparams.l2!r}: {what} scaled by 1 / n_train, but the training rows "
+                                 "cannot be counted without a lit_regression datamodule; give --model.l2")
             self.l2 = self.default_l2(n_train or 1)
 
     def smooth(self) -> bool:
@@ -393,6 +416,9 @@ class LitModel(L.LightningModule):
         self._newton = None
         if name == "newton":
             return self._newton_optimizer()
+        if self.hparams.l2 == "auto":
+            raise InputError(f"model l2='auto' is chosen by the newton solver's passes, not by {name}: leave "
+                             "--model.optimizer at auto or set it to newton")
         lr = self.hparams.lr if self.hparams.lr is not None else DEFAULT_LR[name]
         if name == "lbfgs":
             if decay:
@@ -406,7 +432,7 @@ class LitModel(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=lr, weight_decay=decay)
 
     def _newton_optimizer(self) -> torch.optim.Optimizer:
-        from lit_regression.newton import Newton
+        from lit_regression.newton import Newton, l2_grid
 
         kind = self.newton_loss()
         if kind is None:
@@ -421,8 +447,23 @@ class LitModel(L.LightningModule):
         if trainer is not None and trainer.world_size > 1:
             strategy = trainer.strategy
             reduce = lambda t: strategy.reduce(t, reduce_op="sum")  # noqa: E731
-        self._newton = Newton(*self.linear_parameters(), kind=kind, l2=self.l2, reduce=reduce)
+        grid = None
+        if self.hparams.l2 == "auto":
+            self._check_validated_every_epoch()
+            grid = l2_grid(getattr(self._datamodule, "n_train", None) or 1)
+        self._newton = Newton(*self.linear_parameters(), kind=kind, l2=self.l2, reduce=reduce, grid=grid)
         return self._newton
+
+    def _check_validated_every_epoch(self) -> None:
+        """l2 auto scores each l2 on the validation rows: the data must have some, validated every epoch."""
+        trainer, datamodule = self._trainer, self._datamodule
+        loader = datamodule.val_dataloader() if datamodule is not None else None
+        rows = bool(loader) and len(loader) > 0 and trainer.limit_val_batches != 0
+        if not rows or trainer.check_val_every_n_epoch != 1:
+            why = ("the data have no validation rows" if not rows else
+                   f"trainer.check_val_every_n_epoch={trainer.check_val_every_n_epoch} validates less often")
+            raise InputError(f"model l2='auto' scores each l2 on the validation rows after every pass, but {why}: "
+                             "hold some out (data.val_size or data.val_fraction) or give --model.l2 a number")
 
     def on_train_epoch_start(self) -> None:
         if self._newton is not None:
