@@ -14,6 +14,10 @@ the seconds of each epoch inside the fit (:func:`bigdata.epoch_timer`).
   ones: decoding the Parquet files every epoch (``streaming``), and with ``--data.cache_dir`` (``cached``: the
   rows decoded in the first epoch read back from a scratch file in the later ones; its first epoch is shown
   too).
+* **Time to the optimum**: the default solver (``newton``) on the streamed folder, stopped by the Convergence
+  callback, its passes (training epochs with their validation, from the first epoch's start to the end of
+  training) over one decoding epoch of the SGD streaming fit; the end-of-fit report (on for this kind alone)
+  says how far from the optimum it stopped.
 
 The files are written once (seeded numpy through pyarrow, row groups of 131,072 rows, file by file) into
 ``benchmarks/results/streaming/`` (git-ignored) and reused.
@@ -92,30 +96,32 @@ def float32_bytes(rows: int) -> int:
 
 
 # --- one fit in a fresh process ---------------------------------------------------------------------------------
-def fit_args(path: Path, root: str, streaming: bool, cache: bool = False) -> list[str]:
+def fit_args(path: Path, root: str, streaming: bool, cache: bool = False, newton: bool = False) -> list[str]:
     """``lit-regression fit``'s arguments: figure 5's command less the program (1 epoch there; the later
     ``--trainer.max_epochs`` wins) with SGD, batches, shuffle and :data:`EPOCHS` epochs, streaming or not, with
-    a ``cache`` folder under ``root`` or not."""
+    a ``cache`` folder under ``root`` or not; ``newton``: the default solver instead of SGD, stopped when it has
+    converged (at most 10 passes), with the report."""
     cached = ["--data.cache_dir", os.path.join(root, "cache")] if cache else []
-    return [*table_load.fit_command(path, root)[len(table_load.cli()):],
-            "--model.optimizer", "sgd", "--data.batch_size", str(BATCH), "--data.shuffle", "true",
-            "--data.streaming", str(streaming).lower(), "--trainer.max_epochs", str(EPOCHS),
-            "--convergence.stop", "false", *cached]
+    solver = (["--report.enabled", "true", "--trainer.max_epochs", "10"] if newton else
+              ["--model.optimizer", "sgd", "--trainer.max_epochs", str(EPOCHS), "--convergence.stop", "false"])
+    return [*table_load.fit_command(path, root)[len(table_load.cli()):], "--data.batch_size", str(BATCH),
+            "--data.shuffle", "true", "--data.streaming", str(streaming).lower(), *solver, *cached]
 
 
-def fit_once(path: Path, streaming: bool, cache: bool = False) -> dict:
+def fit_once(path: Path, streaming: bool, cache: bool = False, newton: bool = False) -> dict:
     """Peak RSS (bytes), wall seconds, the seconds of each epoch and the memory at the phases of one fit, in a
     fresh process started from ``table_load``'s small launcher."""
     root = tempfile.mkdtemp(prefix="bench_stream_")
     os.mkdir(os.path.join(root, "cache"))
     try:
         seconds, rss, text = table_load.run_measured(
-            [sys.executable, str(Path(__file__).resolve()), "--child", *fit_args(path, root, streaming, cache)],
+            [sys.executable, str(Path(__file__).resolve()), "--child", *fit_args(path, root, streaming, cache, newton)],
             cwd=root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     last = next(line for line in reversed(text.splitlines()) if line.startswith("{"))  # run_child's
-    return {"peak_rss": rss, "seconds": seconds, **json.loads(last)}
+    optimization = next((line.strip() for line in text.splitlines() if line.strip().startswith("optimization:")), None)
+    return {"peak_rss": rss, "seconds": seconds, **json.loads(last), "optimization": optimization}
 
 
 def run_child(args: list[str]) -> None:
@@ -178,13 +184,15 @@ def breakdown(log: list[dict]) -> str:
 
 # --- the figure -------------------------------------------------------------------------------------------------
 def measure(rows: int, reps: int = 3) -> dict:
-    """Fits of the 5 kinds, interleaved (the order rotated each repetition): ``in_memory`` (one file of
+    """Fits of the 6 kinds, interleaved (the order rotated each repetition): ``in_memory`` (one file of
     ``rows`` rows), ``streaming`` (the same rows, a folder of 8 files), ``cached`` (the same with
-    ``--data.cache_dir``), ``tiny`` (streaming, 100 rows) and ``double`` (streaming, ``2 * rows`` rows in 8
-    files). Each figure is the median of per-repetition ratios."""
+    ``--data.cache_dir``), ``tiny`` (streaming, 100 rows), ``double`` (streaming, ``2 * rows`` rows in 8
+    files) and ``newton`` (streaming, the default solver to its optimum). Each figure is the median of
+    per-repetition ratios."""
     folder = make_folder(rows)
     paths = {"in_memory": (make_single(folder), False), "streaming": (folder, True), "cached": (folder, True, True),
-             "tiny": (make_folder(table_load.TINY_ROWS), True), "double": (make_folder(2 * rows), True)}
+             "tiny": (make_folder(table_load.TINY_ROWS), True), "double": (make_folder(2 * rows), True),
+             "newton": (folder, True, False, True)}
     names = list(paths)
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for rep in range(reps):
@@ -207,6 +215,9 @@ def measure(rows: int, reps: int = 3) -> dict:
         "throughput": median([m / s for m, s in zip(epoch["in_memory"], epoch["streaming"])]),
         "throughput_cached": median([m / s for m, s in zip(epoch["in_memory"], epoch["cached"])]),
         "throughput_cached_first": median([m / s for m, s in zip(epoch["in_memory"], first["cached"])]),
+        # the newton fit's passes, start to end of training, over one decoding epoch of the SGD fit
+        "to_optimum": median([sum(n["epochs_s"]) / e for n, e in zip(runs["newton"], epoch["streaming"])]),
+        "newton_passes": [len(r["epochs_s"]) for r in runs["newton"]],
     }
 
 
@@ -223,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{median(r['seconds'] for r in result['runs'][name]):.1f}s")
     print(", ".join(f"{k} {result[k]:.3f}" for k in ("memory", "memory_double", "growth", "memory_in_memory",
                                                        "memory_cached", "throughput", "throughput_cached",
-                                                       "throughput_cached_first")))
+                                                       "throughput_cached_first", "to_optimum")))
+    print("newton:", result["runs"]["newton"][0]["optimization"])
     print("streaming fit's memory by phase:", breakdown(result["runs"]["streaming"][0]["phases"]))
     return 0
 

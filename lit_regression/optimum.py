@@ -127,7 +127,8 @@ def row_derivatives(kind: str, outputs: torch.Tensor, target: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The summed loss of a chunk's rows at ``outputs`` (``(n, m)``, float64), and per row its derivative ``g``
     (``(n, m)``) and curvature ``h`` with respect to the outputs: ``(n, m)`` for losses that act on each output
-    alone, ``(n, m, m)`` for the softmax. Regression losses are means over the outputs, as torch's are.
+    alone, ``(n, m, m)`` for the softmax, a number (0-dimensional) where it is the same for every row and output
+    (MSE). Regression losses are means over the outputs, as torch's are.
 
     ``huber`` takes Huber's IRLS weights ``min(1, delta / |r|)`` for ``h``: beyond ``delta`` the loss is linear
     and its true second derivative is 0, which leaves a Hessian without rank once most residuals are large (a
@@ -136,7 +137,7 @@ def row_derivatives(kind: str, outputs: torch.Tensor, target: torch.Tensor
     if kind in ("mse", "huber"):
         r = outputs - target.to(outputs.dtype).reshape(n, m)
         if kind == "mse":
-            return r.square().sum() / m, 2 * r / m, torch.full_like(r, 2.0 / m)
+            return r.square().sum() / m, 2 * r / m, r.new_tensor(2.0 / m)
         small = r.abs() <= HUBER_DELTA
         loss = torch.where(small, r.square() / 2, HUBER_DELTA * (r.abs() - HUBER_DELTA / 2))
         return (loss.sum() / m, r.clamp(-HUBER_DELTA, HUBER_DELTA) / m,
@@ -164,27 +165,38 @@ class PassSums:
         self.grad = self.hess = None
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Add a chunk of (scaled) inputs ``x`` and their targets ``y``."""
-        z = design(x, keep_device=True)
-        theta = self.theta.to(z.device)
+        """Add a chunk of (scaled) inputs ``x`` and their targets ``y``. The design ``[x, 1]`` is never built: its
+        column of ones makes the bias rows and columns sums (a copy of a big chunk costs more than the maths)."""
+        x = x.detach()
+        x = (x if x.device.type != "mps" else x.to("cpu")).double()
+        theta = self.theta.to(x.device)
         if self.grad is None:
-            self.loss, self.rows = z.new_zeros(()), z.new_zeros(())
+            self.loss, self.rows = x.new_zeros(()), x.new_zeros(())
             self.grad = torch.zeros_like(theta)
             if self.hessian:
-                self.hess = z.new_zeros(theta.numel(), theta.numel())
-        loss, g, h = row_derivatives(self.kind, z @ theta, y.to(z.device))
+                self.hess = x.new_zeros(theta.numel(), theta.numel())
+        loss, g, h = row_derivatives(self.kind, torch.addmm(theta[-1], x, theta[:-1]), y.to(x.device))
         self.loss += loss
-        self.rows += len(z)
-        self.grad += z.T @ g
-        if self.hessian:  # sum_i z_i z_i^T (x) h_i, indexed (feature, output) as theta.reshape(-1)
-            d, m = theta.shape
-            blocks = self.hess.view(d, m, d, m)
-            for a in range(m):
-                for b in range(a, m) if h.dim() == 3 else (a,):
-                    block = z.T @ (z * (h[:, a, b] if h.dim() == 3 else h[:, a])[:, None])
-                    blocks[:, a, :, b] += block
-                    if b != a:
-                        blocks[:, b, :, a] += block
+        self.rows += len(x)
+        self.grad[:-1] += x.T @ g
+        self.grad[-1] += g.sum(0)
+        if not self.hessian:
+            return
+        # sum_i z_i z_i^T (x) h_i, indexed (feature, output) as theta.reshape(-1), with z_i = [x_i, 1]
+        d, m = theta.shape
+        blocks = self.hess.view(d, m, d, m)
+        same = None  # X^T X, where every row weighs the same
+        for a in range(m):
+            for b in range(a, m) if h.dim() == 3 else (a,):
+                if h.dim() == 0:
+                    if same is None:
+                        same = _weighted_gram(x, None)
+                    block = same * h
+                else:
+                    block = _weighted_gram(x, h[:, a, b] if h.dim() == 3 else h[:, a])
+                blocks[:, a, :, b] += block
+                if b != a:
+                    blocks[:, b, :, a] += block
 
     def packed(self) -> torch.Tensor:
         parts = [self.loss[None], self.rows[None], self.grad.reshape(-1)]
@@ -216,6 +228,17 @@ class PassSums:
         return value, grad.reshape(-1), hess, n
 
 
+def _weighted_gram(x: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """``Z^T diag(w) Z`` for ``Z = [x, 1]`` (``w`` ``None``: all ones), without building ``Z``."""
+    d = x.shape[1]
+    xw = x if w is None else x * w[:, None]
+    gram = x.new_empty(d + 1, d + 1)
+    gram[:d, :d] = x.T @ xw
+    gram[:d, d] = gram[d, :d] = xw.sum(0)
+    gram[d, d] = len(x) if w is None else w.sum()
+    return gram
+
+
 def objective_pass(chunks: Chunks, theta: torch.Tensor, kind: str, l2: float, hessian: bool = True):
     """:meth:`PassSums.objective` of one pass over ``chunks`` at ``theta``."""
     sums = PassSums(theta, kind, hessian)
@@ -235,13 +258,16 @@ def newton_direction(grad: torch.Tensor, hess: torch.Tensor, theta: torch.Tensor
     return step
 
 
-def logistic_optimum(chunks: Chunks, n_features: int, n_classes: int, l2: float,
-                     max_iter: int = 100) -> tuple[Optimum | None, str | None]:
-    """Newton's method, with a backtracking line search, on the logistic objective; ``(None, why)`` when it
-    has no finite optimum (separable classes and no penalty) or Newton does not converge."""
+def logistic_optimum(chunks: Chunks, n_features: int, n_classes: int, l2: float, max_iter: int = 100,
+                     start: torch.Tensor | None = None) -> tuple[Optimum | None, str | None]:
+    """Newton's method, with a backtracking line search, on the logistic objective, from zero or from ``start``
+    (a ``theta`` near the optimum: a model fitted to it needs a pass or two); ``(None, why)`` when it has no
+    finite optimum (separable classes and no penalty) or Newton does not converge."""
     m = 1 if n_classes == 2 else n_classes
     kind = "binary" if n_classes == 2 else "multiclass"
     theta = torch.zeros(n_features + 1, m, dtype=torch.float64)
+    if start is not None and bool(torch.isfinite(start).all()):
+        theta = start.detach().to("cpu", torch.float64).reshape(n_features + 1, m).clone()
     converged = False
     for _ in range(max_iter):
         value, grad, hess, n = objective_pass(chunks, theta, kind, l2)

@@ -176,9 +176,13 @@ class ParameterReport(OwnHooks, L.Callback):
                 logger.log_metrics({"l2_path/val_loss": point["val_loss"], "l2_path/log10_l2": math.log10(point["l2"])},
                                    step=k)
         if optimization.get("converged") is False:
-            smooth = getattr(pl_module, "smooth", lambda: True)()  # L-BFGS needs a gradient everywhere
-            faster = ("L-BFGS (--model.optimizer lbfgs, on full batches)" if smooth else
-                      "a smooth objective (--model.loss mse or huber, no l1) that L-BFGS can minimise")
+            smooth = getattr(pl_module, "smooth", lambda: True)()  # L-BFGS and Newton need a gradient everywhere
+            if getattr(pl_module, "newton_loss", lambda: None)() is not None:
+                faster = "Newton's passes (--model.optimizer newton), exact on any batches"
+            elif smooth:
+                faster = "L-BFGS (--model.optimizer lbfgs, on full batches)"
+            else:
+                faster = "a smooth objective (--model.loss mse or huber, no l1) that Newton or L-BFGS can minimise"
             say(f"the fit did not converge (report.json, \"optimization\"): try more epochs (--trainer.max_epochs), "
                 f"{faster}, standardised inputs (--data.standardize true) or a lower learning rate", warning=True)
 
@@ -215,7 +219,8 @@ def _optimum(pl_module, chunks: Chunks | None) -> tuple[Optimum | None, str | No
     if getattr(pl_module, "task", "regression") == "classification":
         if l1:
             return None, "the L1 penalty (l1 > 0) has no smooth optimum to compute here"
-        return logistic_optimum(chunks, linear[0].shape[1], hparams.n_outputs, l2)
+        # from the learned parameters: a fitted model is a pass or two from the optimum, zero is several
+        return logistic_optimum(chunks, linear[0].shape[1], hparams.n_outputs, l2, start=as_theta(*linear))
     loss = hparams.get("loss", "mse")
     reasons = ([f"it minimises the {loss} loss, which has no closed-form optimum"] if loss != "mse" else []) + \
               (["its objective has an L1 penalty (l1 > 0)"] if l1 else [])

@@ -392,7 +392,7 @@ class LitModel(L.LightningModule):
         """The optimizer ``configure_optimizers`` builds (``optimizer``, with ``auto`` resolved) and why."""
         name = self.hparams.optimizer
         if name != "auto":
-            return name, "--model.optimizer"
+            return name, "as model.optimizer says"
         size = sum(p.numel() for p in self.parameters())
         if self.newton_loss() is None:
             why = "the model is not one affine map" if self.linear_parameters() is None else "the objective is not smooth"
