@@ -49,7 +49,8 @@ def _ours(path: Path, target: str, model: str, root: str, *extra: str, callbacks
           ) -> tuple[float, dict]:
     from lit_regression.cli import LitRegressionCLI
 
-    args = ["fit", *extra, "--model", model, "--data", "TableDataModule", "--data.path", str(path), "--data.target", target,
+    args = ["fit", *extra, "--model", model, "--data", "TableDataModule", "--data.path", str(path),
+            "--data.target", target,
             "--trainer.default_root_dir", root, "--trainer.enable_progress_bar", "false",
             "--trainer.enable_model_summary", "false", "--plots.enabled", "false", "--predictions.enabled", "false"]
     start = time.perf_counter()

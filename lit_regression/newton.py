@@ -158,12 +158,17 @@ class Newton(torch.optim.Optimizer):
         """A validation epoch has ended: score the grid point it followed (least squares: all of them), and once
         every point is scored take the best one's solution and ``l2`` (the first of equal losses)."""
         sums, self.val_sums = self.val_sums, None
-        if sums is None or not self.searching or not self.solved:
+        if not self.searching or not self.solved:
             return
+        if sums is None:  # no validation rows on this process: it adds nothing, but takes part in the all-reduce
+            sums = PassSums(as_theta(self.weight, self.bias), self.kind, hessian=self.kind == "mse")
+            sums.allocate(self.weight.device)
         packed = sums.packed()
         if self.reduce is not None:
             packed = self.reduce(packed)
         sums.unpack(packed)
+        if not int(sums.rows):
+            raise InputError("model l2='auto' scores each l2 on the validation rows, but the validation read none")
         self.solved = False
         if self.kind == "mse":
             self.path = self._ridge_path(sums)

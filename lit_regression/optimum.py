@@ -171,10 +171,7 @@ class PassSums:
         x = (x if x.device.type != "mps" else x.to("cpu")).double()
         theta = self.theta.to(x.device)
         if self.grad is None:
-            self.loss, self.rows = x.new_zeros(()), x.new_zeros(())
-            self.grad = torch.zeros_like(theta)
-            if self.hessian:
-                self.hess = x.new_zeros(theta.numel(), theta.numel())
+            self.allocate(x.device)
         loss, g, h = row_derivatives(self.kind, torch.addmm(theta[-1], x, theta[:-1]), y.to(x.device))
         self.loss += loss
         self.rows += len(x)
@@ -197,6 +194,16 @@ class PassSums:
                 blocks[:, a, :, b] += block
                 if b != a:
                     blocks[:, b, :, a] += block
+
+    def allocate(self, device: torch.device) -> None:
+        """Zero sums on ``device`` (the CPU for MPS): a process without rows still takes part in the all-reduce."""
+        device = torch.device("cpu") if torch.device(device).type == "mps" else device
+        size = self.theta.numel()
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.rows = torch.zeros((), dtype=torch.float64, device=device)
+        self.grad = torch.zeros(self.theta.shape, dtype=torch.float64, device=device)
+        if self.hessian:
+            self.hess = torch.zeros(size, size, dtype=torch.float64, device=device)
 
     def packed(self) -> torch.Tensor:
         parts = [self.loss[None], self.rows[None], self.grad.reshape(-1)]

@@ -187,7 +187,8 @@ def test_ddp_full_batch_converges_like_one_process(tmp_path, optimizer):
     import json
 
     flags = ("--model", "LinearRegression", "--data", "TableDataModule", "--data.path",
-             ROOT / "examples" / "data" / "diabetes.csv", "--data.target", "progression", "--model.optimizer", optimizer)
+             ROOT / "examples" / "data" / "diabetes.csv", "--data.target", "progression",
+             "--model.optimizer", optimizer)
     run_cli("fit", *flags, root=tmp_path / "one")
     cli_process("fit", *flags, "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
                 root=tmp_path / "two", timeout=120)

@@ -322,3 +322,56 @@ def test_l2_auto_without_validation_rows_or_newton_is_one_line(tmp_path, capsys)
     assert "model l2='auto' scores each l2 on the validation rows after every pass, but the data have no" in line
     line = one_line_error(tmp_path, capsys, {}, ["--model.l2", "auto", "--model.optimizer", "adam"], "LineDataModule")
     assert "model l2='auto' is chosen by the newton solver's passes, not by adam" in line
+
+
+@pytest.mark.slow
+def test_sigkill_between_two_passes_of_a_logistic_fit_resumes_bit_identical(tmp_path):
+    """A logistic Newton fit on mini-batches, killed after its checkpoint of epoch 2 and resumed from last.ckpt,
+    ends with the weights and the solver's state of an uninterrupted run, bit for bit."""
+    import signal
+    import threading
+    import time
+
+    from test_faults import cli_process
+
+    path = tmp_path / "cancer.csv"
+    load_breast_cancer(as_frame=True).frame.to_csv(path, index=False)
+    args = ["fit", *TABLE, "--model", "LogisticRegression", "--data.path", path, "--data.target", "target",
+            "--data.task", "classification", "--data.batch_size", "4", "--data.shuffle", "true", "--model.l2", "1e-4",
+            "--convergence.stop", "false", "--trainer.max_epochs", "8", "--checkpoint.every_n_seconds", "0",
+            "--plots.enabled", "false", "--predictions.enabled", "false"]
+    last = tmp_path / "killed" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    killed = cli_process(*args, root=tmp_path / "killed")
+
+    def kill_after_epoch_2() -> None:
+        seen, deadline = None, time.monotonic() + 240
+        while killed.poll() is None and time.monotonic() < deadline:
+            if last.exists() and last.stat().st_mtime_ns != seen:
+                seen = last.stat().st_mtime_ns
+                if torch.load(last, weights_only=True)["epoch"] >= 2:
+                    killed.send_signal(signal.SIGKILL)
+                    return
+            time.sleep(0.002)
+
+    killer = threading.Thread(target=kill_after_epoch_2)
+    killer.start()
+    try:
+        run_cli(*args, root=tmp_path / "full")
+        killer.join()
+    finally:
+        if killed.poll() is None:
+            killed.send_signal(signal.SIGKILL)
+        killed.communicate()
+    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert 2 <= torch.load(last, weights_only=True)["epoch"] < 7
+    resumed = cli_process(*args, "--ckpt_path", "last", root=tmp_path / "killed")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0 and "Traceback" not in err, err[-3000:]
+    ours = torch.load(last, weights_only=True)
+    theirs = torch.load(versions(tmp_path / "full")[0] / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ours["epoch"] == theirs["epoch"]
+    for key, value in theirs["state_dict"].items():
+        assert torch.equal(ours["state_dict"][key], value), key
+    (solver_ours,), (solver_theirs,) = ours["optimizer_states"], theirs["optimizer_states"]
+    assert solver_ours["newton"]["passes"] == solver_theirs["newton"]["passes"] == 8
+    assert torch.equal(solver_ours["newton"]["anchor"]["theta"], solver_theirs["newton"]["anchor"]["theta"])

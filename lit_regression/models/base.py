@@ -40,8 +40,8 @@ class LitModel(L.LightningModule):
         n_features: number of input columns (linked from the datamodule by the CLI).
         n_outputs: number of regression targets, or of classes (linked from the datamodule by the CLI).
         optimizer: ``auto`` (the default) takes ``newton`` for linear and logistic models with a smooth
-            objective (MSE or Huber loss, no ``l1``), no ``lr`` or ``weight_decay`` and at most 4096 parameters, whatever
-            the batches: Newton's method in passes (:mod:`lit_regression.newton`), one step per epoch from the
+            objective (MSE or Huber loss, no ``l1``), no ``lr`` or ``weight_decay`` and at most 4096 parameters,
+            whatever the batches: Newton's method in passes (:mod:`lit_regression.newton`), one step per epoch from the
             exact sums of the epoch's batches, which reaches the optimum in 2 passes for least squares and a few
             for the others. Otherwise it takes L-BFGS with a strong-Wolfe line search when the training rows
             come as one batch and the objective is smooth, and Adam on mini-batches or with an L1 term.
@@ -395,13 +395,15 @@ class LitModel(L.LightningModule):
             return name, "as model.optimizer says"
         size = sum(p.numel() for p in self.parameters())
         if self.newton_loss() is None:
-            why = "the model is not one affine map" if self.linear_parameters() is None else "the objective is not smooth"
+            why = ("the model is not one affine map" if self.linear_parameters() is None else
+                   "the objective is not smooth")
         elif self.hparams.weight_decay or self.hparams.lr:
             why = f"{'weight_decay' if self.hparams.weight_decay else 'lr'} is set, for gradient steps"
         elif size > NEWTON_MAX_PARAMETERS:
             why = f"{size} parameters, above Newton's {NEWTON_MAX_PARAMETERS}"
         else:
-            return "newton", f"auto: a convex objective with {size} parameters, solved exactly in passes over the batches"
+            return "newton", (f"auto: a convex objective with {size} parameters, solved exactly in passes over the "
+                              "batches")
         if getattr(self._datamodule, "full_batch", False) and self.smooth():
             return "lbfgs", f"auto: {why}; one batch per epoch and a smooth objective"
         return "adam", f"auto: {why}; " + ("an L1 term" if not self.smooth() else "mini-batches")
@@ -411,6 +413,8 @@ class LitModel(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         name, why = self.solver()
+        if name == "newton" and self._trainer is not None and self.trainer.strategy.root_device.type == "mps":
+            why += "; its sums in float64 on the CPU, as MPS has no float64"
         say(f"solver: {name} ({why})")
         decay = self.hparams.weight_decay
         self._newton = None
