@@ -63,6 +63,8 @@ def fit_fill(values: np.ndarray, strategy: str, categorical: bool) -> Any:
 
     if strategy == "none" or missing(values).all():
         return None
+    if values.dtype.kind == "b":  # a true/false column without gaps: SimpleImputer takes no bool arrays
+        values = values.astype(object)
     numeric = values.dtype.kind == "f"
     imputer = SimpleImputer(strategy="most_frequent" if categorical else strategy,
                             missing_values=np.nan if numeric else None)

@@ -207,34 +207,44 @@ def test_sigkill_between_two_scheduled_writes_then_resume_is_bit_identical(tmp_p
     resume_matches_an_uninterrupted_run(last, args, full_root)
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_last_is_bit_identical(tmp_path):
-    """With ``last.ckpt`` at every epoch end (``every_n_seconds 0``): the same to the step, curves included."""
-    killed_root, full_root = tmp_path / "killed", tmp_path / "full"
+def killed_beside_full(args: list, killed_root: Path, full_root: Path, epoch: int = 2):
+    """Run ``args`` in a process killed (SIGKILL) just after its checkpoint of ``epoch``, and meanwhile the same
+    run uninterrupted in this process; the uninterrupted run's CLI object."""
     last = killed_root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    killed = cli_process(*RESUME_RUN, "--checkpoint.every_n_seconds", "0", root=killed_root)
-
-    def kill_after_epoch_2() -> None:
-        seen, deadline = None, time.monotonic() + 240
-        while killed.poll() is None and time.monotonic() < deadline:
-            if last.exists() and last.stat().st_mtime_ns != seen:
-                seen = last.stat().st_mtime_ns
-                if torch.load(last, weights_only=True)["epoch"] >= 2:
-                    time.sleep(0.03)  # into the next epoch, between two checkpoints
-                    killed.send_signal(signal.SIGKILL)
-                    return
-            time.sleep(0.002)
-
-    killer = threading.Thread(target=kill_after_epoch_2)
+    killed = cli_process(*args, root=killed_root)
+    killer = threading.Thread(target=kill_after_checkpoint, args=(killed, last, epoch))
     killer.start()
     try:
-        full = run_cli(*RESUME_RUN, "--checkpoint.every_n_seconds", "0", root=full_root)  # the uninterrupted run, meanwhile, in this process
+        full = run_cli(*args, root=full_root)
         killer.join()
     finally:
         if killed.poll() is None:
             killed.send_signal(signal.SIGKILL)
         killed.communicate()
     assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    return full
+
+
+def kill_after_checkpoint(process: subprocess.Popen, last: Path, epoch: int) -> None:
+    """SIGKILL ``process`` just after its ``last`` checkpoint holds ``epoch`` (or a later one): between two
+    checkpoints, in the next epoch."""
+    seen, deadline = None, time.monotonic() + 240
+    while process.poll() is None and time.monotonic() < deadline:
+        if last.exists() and last.stat().st_mtime_ns != seen:
+            seen = last.stat().st_mtime_ns
+            if torch.load(last, weights_only=True)["epoch"] >= epoch:
+                time.sleep(0.03)  # into the next epoch, between two checkpoints
+                process.send_signal(signal.SIGKILL)
+                return
+        time.sleep(0.002)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_last_is_bit_identical(tmp_path):
+    """With ``last.ckpt`` at every epoch end (``every_n_seconds 0``): the same to the step, curves included."""
+    killed_root, full_root = tmp_path / "killed", tmp_path / "full"
+    last = killed_root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    full = killed_beside_full([*RESUME_RUN, "--checkpoint.every_n_seconds", "0"], killed_root, full_root)
     killed_at = torch.load(last, weights_only=True)["epoch"]
     assert 2 <= killed_at < 11
 

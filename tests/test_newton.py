@@ -328,11 +328,7 @@ def test_l2_auto_without_validation_rows_or_newton_is_one_line(tmp_path, capsys)
 def test_sigkill_between_two_passes_of_a_logistic_fit_resumes_bit_identical(tmp_path):
     """A logistic Newton fit on mini-batches, killed after its checkpoint of epoch 2 and resumed from last.ckpt,
     ends with the weights and the solver's state of an uninterrupted run, bit for bit."""
-    import signal
-    import threading
-    import time
-
-    from test_faults import cli_process
+    from test_faults import cli_process, killed_beside_full
 
     path = tmp_path / "cancer.csv"
     load_breast_cancer(as_frame=True).frame.to_csv(path, index=False)
@@ -341,28 +337,7 @@ def test_sigkill_between_two_passes_of_a_logistic_fit_resumes_bit_identical(tmp_
             "--convergence.stop", "false", "--trainer.max_epochs", "8", "--checkpoint.every_n_seconds", "0",
             "--plots.enabled", "false", "--predictions.enabled", "false"]
     last = tmp_path / "killed" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    killed = cli_process(*args, root=tmp_path / "killed")
-
-    def kill_after_epoch_2() -> None:
-        seen, deadline = None, time.monotonic() + 240
-        while killed.poll() is None and time.monotonic() < deadline:
-            if last.exists() and last.stat().st_mtime_ns != seen:
-                seen = last.stat().st_mtime_ns
-                if torch.load(last, weights_only=True)["epoch"] >= 2:
-                    killed.send_signal(signal.SIGKILL)
-                    return
-            time.sleep(0.002)
-
-    killer = threading.Thread(target=kill_after_epoch_2)
-    killer.start()
-    try:
-        run_cli(*args, root=tmp_path / "full")
-        killer.join()
-    finally:
-        if killed.poll() is None:
-            killed.send_signal(signal.SIGKILL)
-        killed.communicate()
-    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_beside_full(args, tmp_path / "killed", tmp_path / "full")
     assert 2 <= torch.load(last, weights_only=True)["epoch"] < 7
     resumed = cli_process(*args, "--ckpt_path", "last", root=tmp_path / "killed")
     _, err = resumed.communicate(timeout=300)

@@ -247,3 +247,15 @@ def test_bad_table_input_is_one_clear_line(tmp_path, capsys, case):
     message = one_line_error(tmp_path, capsys, files, arguments, "TableDataModule")
     for part in expected:
         assert part in message, message
+
+
+def test_a_true_false_column_without_gaps_takes_imputation(tmp_path):
+    """--data.impute mean on a table whose true/false column has no empty cell (pyarrow reads it as bool)."""
+    from lit_regression.datamodules import TableDataModule
+
+    path = tmp_path / "pets.csv"
+    path.write_text("age,has pet?,y\n" + "".join(f"{20 + i % 7},{'true' if i % 3 else 'false'},{i % 5}\n"
+                                                  for i in range(40)))
+    dm = TableDataModule(path=str(path), target="y", impute="mean")
+    dm.setup("fit")
+    assert dm.fit_preprocessing().fill["has pet?"] is True
