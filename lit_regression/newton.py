@@ -81,6 +81,11 @@ class Newton(torch.optim.Optimizer):
         self.passes = 0  # passes completed (steps taken)
         self.last: dict[str, float] = {}  # the last pass: objective, largest gradient, Newton decrement, halved
 
+    @staticmethod
+    def of(trainer) -> Newton | None:
+        """The trainer's Newton optimizer, ``None`` when it trains with another."""
+        return next((o for o in trainer.optimizers if isinstance(o, Newton)), None)
+
     @property
     def searching(self) -> bool:
         """Whether ``l2`` is still being chosen."""

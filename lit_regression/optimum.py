@@ -28,12 +28,10 @@ RANK_TOL = 1e-12
 NEWTON_TOL = 1e-10  # largest gradient of the float64 optimum: far below the report's tolerance
 
 
-def design(x: torch.Tensor, keep_device: bool = False) -> torch.Tensor:
-    """``[x, 1]`` in float64, on the CPU or, with ``keep_device``, on ``x``'s device where it has float64 (MPS
-    has none)."""
-    x = x.detach()
-    x = (x if keep_device and x.device.type != "mps" else x.to("cpu")).double()
-    return torch.cat([x, torch.ones(len(x), 1, dtype=torch.float64, device=x.device)], dim=1)
+def design(x: torch.Tensor) -> torch.Tensor:
+    """``[x, 1]`` in float64 on the CPU (moved first: MPS has no float64)."""
+    x = x.detach().to("cpu").double()
+    return torch.cat([x, torch.ones(len(x), 1, dtype=torch.float64)], dim=1)
 
 
 def as_theta(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -484,6 +484,14 @@ class DecodedCache:
         self.file, self.kept, self.end = None, {}, 0
 
 
+def refuse_empty_shares(rows: list[int], name: str) -> None:
+    """Refuse, alike on every process, shares of ``name``'s rows (``rows``: one count per process) that leave a
+    process without a row: under DDP, a process without batches would skip the epoch's end, where the processes
+    meet."""
+    if len(rows) > 1 and min(rows) == 0:
+        raise InputError(too_few(rows, name, "a batch"), everywhere=True)
+
+
 def too_few(rows: list[int], name: str, needed: str) -> str:
     """The message for a table whose ``rows`` (per process) leave a process fewer than it ``needed``."""
     total = sum(rows)
@@ -566,8 +574,8 @@ class StreamBatches:
             if min(rows) < len(sizes):
                 raise InputError(too_few(rows, self.name, f"{len(sizes)} batches"), everywhere=True)
             return sizes
-        if self.every_process and self.world_size > 1 and min(rows) == 0:
-            raise InputError(too_few(rows, self.name, "a batch"), everywhere=True)
+        if self.every_process:
+            refuse_empty_shares(rows, self.name)
         return [min(self.batch_size, mine - s) for s in range(0, mine, self.batch_size)]
 
     def __len__(self) -> int:

@@ -81,7 +81,7 @@ class Convergence(OwnHooks, L.Callback):
         self._first = False
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        newton = next((o for o in trainer.optimizers if isinstance(o, Newton)), None)
+        newton = Newton.of(trainer)
         if newton is not None:  # the exact objective and gradient of the pass, the same on every process
             if newton.last and self.reason is None:
                 self.reason = self._newton_check(newton.last)
@@ -134,9 +134,9 @@ class Convergence(OwnHooks, L.Callback):
             self._small_gradient = True
             return (f"Newton's step predicts a relative gap of {decrement / 2 / abs(objective):.3g} to the optimum, "
                     f"within tol {self.tol:g}")
-        return self._plateau(objective, self.tol * max(abs(objective), 1e-12),
-                             f"the objective {{:.6g}} has stayed within tol {self.tol:g} (relative) of its best for "
-                             f"{self.patience} passes", self.tol * max(abs(objective), 1e-12))
+        margin = self.tol * max(abs(objective), 1e-12)
+        return self._plateau(objective, margin, f"the objective {{:.6g}} has stayed within tol {self.tol:g} (relative) "
+                             f"of its best for {self.patience} passes", margin)
 
     def _check(self, objective: float, grad: float, smooth: bool, full_batch: bool, lbfgs: bool) -> str | None:
         self._stalled = self._small_gradient = False  # which of the reasons below it is

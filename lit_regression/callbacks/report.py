@@ -128,7 +128,7 @@ class ParameterReport(OwnHooks, L.Callback):
         section = {"objective": None, "optimum": None, "relative_gap": None, "converged": None,
                    "optimizer": type(trainer.optimizers[0]).__name__ if trainer.optimizers else None,
                    "epochs": trainer.current_epoch}
-        newton = next((o for o in trainer.optimizers if isinstance(o, Newton)), None)
+        newton = Newton.of(trainer)
         if newton is not None:  # one step per pass over the training rows
             section["passes"] = newton.passes
             if newton.grid is not None:  # l2 auto: the validation loss of each l2 tried, and the one chosen

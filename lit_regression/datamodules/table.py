@@ -14,7 +14,7 @@ from lit_regression.datamodules.base import TensorDataModule
 from lit_regression.datamodules.streamed import TableStream
 from lit_regression.errors import InputError, say
 from lit_regression.preprocessing import STRATEGIES, Preprocessing, encoded_names, fit_levels, missing, plain
-from lit_regression.streaming import share_out, too_few
+from lit_regression.streaming import refuse_empty_shares, share_out
 from lit_regression.tables import (absolute_path, decimal_commas, delimiter, is_number, is_text, listing,
                                    mostly_numeric, numbers, read_table, type_name, values, where_row)
 
@@ -716,10 +716,9 @@ class TableDataModule(TensorDataModule):
         h = self.hparams
         for split, arg in (("train", "path"), ("val", "val_path"), ("predict", "predict_path")):
             n = self._stream.n_rows(split)
-            if world > 1 and (n or split == "train") and n < world:
-                name = f"data.{arg if h.get(arg) is not None else 'path'}"
-                rows = [sum(part.rows for part in share) for share in share_out([n], world)]
-                raise InputError(too_few(rows, f"{name}={h.get(arg) or h.path!r}", "a batch"))
+            if n or split == "train":  # a split without rows is not read (validation), or refused elsewhere
+                name = f"data.{arg if h.get(arg) is not None else 'path'}={h.get(arg) or h.path!r}"
+                refuse_empty_shares([sum(part.rows for part in share) for share in share_out([n], world)], name)
 
     def _predict_source(self):
         """The table to predict, checked for the feature columns: read whole, or (streaming) its files' schema."""

@@ -209,8 +209,11 @@ class LitModel(L.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch[0], batch[1]  # streamed batches carry their global row index third
-        outputs = self.net(self.scale_inputs(x))
-        loss = self.compute_loss(outputs, self.scale_targets(y))
+        z, t = self.scale_inputs(x), self.scale_targets(y)
+        outputs = self.net(z)
+        loss = self.compute_loss(outputs, t)
+        if self._newton is not None:
+            self._feed_newton(z, t, stage)
         if stage != "train" or not self._counted:  # L-BFGS: count the loss at the step's starting point only
             self._metrics_on(loss.device)  # in the targets' own units
             self._metrics[stage].update(*self.metric_inputs(self.unscale_outputs(outputs.detach()), y),
@@ -225,6 +228,16 @@ class LitModel(L.LightningModule):
             loss = loss + (self.trainer.strategy.reduce(loss.detach(), reduce_op="mean") - loss.detach())
         penalty = self.penalty()
         return loss + penalty if torch.is_tensor(penalty) else loss  # no l1 or l2: no node in the graph
+
+    def _feed_newton(self, z: torch.Tensor, t: torch.Tensor, stage: str) -> None:
+        """The batch's exact sums for Newton's pass (training), or, while ``l2 auto`` is choosing, the validation
+        loss of the grid point just solved; ``z`` and ``t`` are the scaled inputs and targets the step used."""
+        newton = self._newton
+        with torch.no_grad():
+            if stage == "train":
+                newton.add(z, t)
+            elif stage == "val" and newton.searching and not self.trainer.sanity_checking:
+                newton.add_validation(z, t)
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self._counted = False
@@ -317,19 +330,12 @@ class LitModel(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
-        newton = self._newton
-        if newton is not None:  # the batch's exact sums; the epoch's last batch ends the pass with a step
-            with torch.no_grad():
-                newton.add(self.scale_inputs(batch[0]), self.scale_targets(batch[1]))
-            newton.due = batch_idx + 1 >= self.trainer.num_training_batches
+        if self._newton is not None:  # the epoch's last batch ends the pass with a step
+            self._newton.due = batch_idx + 1 >= self.trainer.num_training_batches
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")
-        newton = self._newton
-        if newton is not None and newton.searching and not self.trainer.sanity_checking:
-            with torch.no_grad():  # l2 auto: the validation loss of the grid point just solved
-                newton.add_validation(self.scale_inputs(batch[0]), self.scale_targets(batch[1]))
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "test")
@@ -407,9 +413,6 @@ class LitModel(L.LightningModule):
         if getattr(self._datamodule, "full_batch", False) and self.smooth():
             return "lbfgs", f"auto: {why}; one batch per epoch and a smooth objective"
         return "adam", f"auto: {why}; " + ("an L1 term" if not self.smooth() else "mini-batches")
-
-    def optimizer_name(self) -> str:
-        return self.solver()[0]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         name, why = self.solver()
