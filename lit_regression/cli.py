@@ -645,7 +645,9 @@ def _argument_message(err: BaseException, parser=None) -> str:
         literal = re.search(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)", body)
         if literal:
             return f"{where} expects one of {literal.group(1)}, got {literal.group(2).strip()!r}"
-        expected = [t for t in re.findall(r"Expected a <class '([^']+)'>", body)]
+        # a union's members: classes, and the values of a Literal among them (l2: float, 'auto' or None)
+        expected = [cls or values for cls, values in
+                    re.findall(r"Expected a (?:<class '([^']+)'>|typing\.Literal\[([^\]]*)\])", body)]
         given = re.search(r"Given value: (.*)", body)
         if expected:
             types = " or ".join(dict.fromkeys("None" if t == "NoneType" else t for t in expected))

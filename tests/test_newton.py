@@ -350,3 +350,8 @@ def test_sigkill_between_two_passes_of_a_logistic_fit_resumes_bit_identical(tmp_
     (solver_ours,), (solver_theirs,) = ours["optimizer_states"], theirs["optimizer_states"]
     assert solver_ours["newton"]["passes"] == solver_theirs["newton"]["passes"] == 8
     assert torch.equal(solver_ours["newton"]["anchor"]["theta"], solver_theirs["newton"]["anchor"]["theta"])
+
+
+def test_a_bad_l2_names_every_value_it_takes(tmp_path, capsys):
+    line = one_line_error(tmp_path, capsys, {}, ["--model.l2", "foo"], "LineDataModule")
+    assert "key \"l2\" expects float or 'auto' or None, got 'foo'" in line
