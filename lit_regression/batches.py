@@ -1,18 +1,27 @@
-"""Batches cut from tensors held in memory.
+"""Sharing rows out to the processes and cutting them into batches: the rules both loaders follow.
 
-A ``DataLoader`` over a ``TensorDataset`` indexes and collates one sample at a time, which costs more than the
-model itself for small regressions. ``TensorBatches`` slices whole batches out of the tensors instead (or, when
-shuffling, gathers each batch's rows of a new permutation per epoch with one ``index_select``) and shards the
-rows across processes the way ``DistributedSampler`` does.
+* :func:`equal_sizes`: the same number of training batches on every process, every row once.
+* :func:`share_out` (streamed rows, by ranges of the split's rows) and :func:`assign` (whole pieces, for the
+  statistics pass); :func:`refuse_empty_shares` refuses a share without rows on every process alike.
+* :class:`TensorBatches`: batches cut from tensors held in memory. A ``DataLoader`` over a ``TensorDataset``
+  indexes and collates one sample at a time, which costs more than the model itself for small regressions;
+  ``TensorBatches`` slices whole batches out of the tensors instead (or, when shuffling, gathers each batch's
+  rows of a new permutation per epoch with one ``index_select``) and shards the rows across processes the way
+  ``DistributedSampler`` does. The streamed loader is :class:`~lit_regression.streaming.StreamBatches`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
 
 import torch
 from torch.utils.data import SequentialSampler
+
+from lit_regression.errors import InputError
 
 
 def equal_sizes(rows: list[int], rank: int, batch_size: int) -> list[int]:
@@ -27,6 +36,77 @@ def equal_sizes(rows: list[int], rank: int, batch_size: int) -> list[int]:
 def process_of(trainer) -> tuple[int, int]:
     """``(rank, world_size)`` of this process under ``trainer`` (``(0, 1)`` without one)."""
     return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
+@dataclass(frozen=True)
+class Part:
+    """A process's rows of one piece: the rows ``lo .. hi - 1`` of those the split takes from piece ``piece``."""
+
+    piece: int
+    lo: int
+    hi: int
+
+    @property
+    def rows(self) -> int:
+        return self.hi - self.lo
+
+    def mask(self, split_mask: np.ndarray | None, piece_rows: int, count: int) -> np.ndarray | None:
+        """The piece's rows that this part takes, from the split's ``split_mask`` of the piece (``None``: all of
+        its ``piece_rows``), which takes ``count`` rows."""
+        if self.lo == 0 and self.hi == count:
+            return split_mask
+        taken = np.arange(piece_rows) if split_mask is None else np.flatnonzero(split_mask)
+        mask = np.zeros(piece_rows, dtype=bool)
+        mask[taken[self.lo:self.hi]] = True
+        return mask
+
+
+def assign(counts: list[int], world_size: int) -> list[list[int]]:
+    """Whole pieces (by index, in order) for each process: the largest first, each to the process with the fewest
+    rows so far (the lowest rank among equals). The statistics pass reads these: a piece's statistics are then
+    computed whole on some process, so that their merge, in piece order, is the same bit for bit however many
+    processes there are (the batches are shared out by :func:`share_out`)."""
+    shares: list[list[int]] = [[] for _ in range(world_size)]
+    rows = [0] * world_size
+    for i in sorted((i for i in range(len(counts)) if counts[i]), key=lambda i: (-counts[i], i)):
+        r = min(range(world_size), key=rows.__getitem__)
+        shares[r].append(i)
+        rows[r] += counts[i]
+    return [sorted(share) for share in shares]
+
+
+def share_out(counts: list[int], world_size: int) -> list[list[Part]]:
+    """Each process's parts: the split's rows of all pieces (``counts`` of each), in order, cut into
+    ``world_size`` ranges whose sizes differ by one row at most. A process reads the row groups its range
+    overlaps, so it decodes at most the parts of two row groups (one at each end of its range) that are not
+    its own. The same in every epoch: each process's rows, and so its number of batches, stay fixed."""
+    total = sum(counts)
+    bounds = [total * r // world_size for r in range(world_size + 1)]
+    shares: list[list[Part]] = [[] for _ in range(world_size)]
+    start = 0
+    for i, count in enumerate(counts):
+        for r in range(world_size):
+            lo, hi = max(bounds[r], start), min(bounds[r + 1], start + count)
+            if lo < hi:
+                shares[r].append(Part(i, lo - start, hi - start))
+        start += count
+    return shares
+
+
+def refuse_empty_shares(rows: list[int], name: str) -> None:
+    """Refuse, alike on every process, shares of ``name``'s rows (``rows``: one count per process) that leave a
+    process without a row: under DDP, a process without batches would skip the epoch's end, where the processes
+    meet."""
+    if len(rows) > 1 and min(rows) == 0:
+        raise InputError(too_few(rows, name, "a batch"), everywhere=True)
+
+
+def too_few(rows: list[int], name: str, needed: str) -> str:
+    """The message for a table whose ``rows`` (per process) leave a process fewer than it ``needed``."""
+    total = sum(rows)
+    return (f"{total} row{'s' * (total != 1)} of {name} leave{'s' * (total == 1)} a process {min(rows)} "
+            f"rows for {needed} (rows per process: {rows}): use fewer processes"
+            + (" or a smaller data.batch_size" if needed != "a batch" else ""))
 
 
 class TensorBatches:
@@ -148,6 +228,18 @@ class TensorBatches:
             index = rows[start : start + size]
             start += size
             yield tuple(t.index_select(0, index) for t in tensors)
+
+
+def tensor_batches(tensors: tuple[torch.Tensor, ...], batch_size: int | None, shuffle: bool, seed: int, trainer,
+                   train: bool) -> TensorBatches:
+    """The batches of tensors held in memory for this process. Training serves every row once: full batches,
+    one batch per process whatever the shard sizes (the model weighs each process's mean by its rows; see
+    ``LitModel.on_train_start``); mini-batches, the same number of batches on every process, as Newton's sums of
+    an epoch need."""
+    rank, world_size = process_of(trainer)
+    full = batch_size is None or batch_size >= len(tensors[0])
+    return TensorBatches(*tensors, batch_size=batch_size, shuffle=shuffle, seed=seed, rank=rank,
+                         world_size=world_size, equal=train and not full)
 
 
 class InOrder(SequentialSampler):

@@ -1,6 +1,11 @@
-"""The preprocessing of a table, fitted on the training rows and kept as plain values (so a checkpoint carries it
-and still loads with ``weights_only=True``): imputation (scikit-learn's ``SimpleImputer``), one-hot encoding
-(``OneHotEncoder(handle_unknown="ignore")``) and standardisation (``StandardScaler``).
+"""The preprocessing of a table, the one place where it is fitted and applied: imputation (the training rows'
+mean or median, or a categorical column's most frequent level, as scikit-learn's ``SimpleImputer``), one-hot
+encoding (``OneHotEncoder(handle_unknown="ignore")``) and standardisation (as ``StandardScaler``).
+
+:func:`fit` takes one pass over the training rows, whatever holds them (a table in memory is one block, streamed
+files a block per row group, shared out to the processes); :class:`ColumnStats` merges the blocks' statistics
+exactly. :func:`encode` turns a block's cells into the model's float32 inputs. The fitted state is kept as plain
+values (so a checkpoint carries it and still loads with ``weights_only=True``).
 
 Encoded columns keep the table's order; a categorical column becomes one 0/1 column per level, named
 ``column=level``. Numeric columns keep their units: the standardisation fitted here (mean and scale per column and
@@ -9,10 +14,17 @@ target) is applied by the model, which carries it as buffers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+
+from lit_regression.cells import Place, check, features as feature_cells, missing, numbers
+from lit_regression.errors import InputError
+from lit_regression.sources import Block
 
 STRATEGIES = ("none", "mean", "median")
 
@@ -25,15 +37,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
     return value
-
-
-def missing(values: np.ndarray) -> np.ndarray:
-    """Empty cells: NaN in a float column, ``None`` (or NaN) in an object column."""
-    if values.dtype.kind == "f":
-        return np.isnan(values)
-    import pandas as pd
-
-    return pd.isna(values)
 
 
 def encoded_names(features: list[str], categories: dict[str, list]) -> list[str]:
@@ -54,21 +57,6 @@ def fit_levels(values: np.ndarray) -> list:
         return []
     encoder = OneHotEncoder().fit(present.reshape(-1, 1))
     return [plain(v) for v in encoder.categories_[0]]
-
-
-def fit_fill(values: np.ndarray, strategy: str, categorical: bool) -> Any:
-    """The value that fills a column's empty cells: the training rows' mean or median (numbers) or most frequent
-    value (categories); ``None`` for the strategy ``none`` or a column without values."""
-    from sklearn.impute import SimpleImputer
-
-    if strategy == "none" or missing(values).all():
-        return None
-    if values.dtype.kind == "b":  # a true/false column without gaps: SimpleImputer takes no bool arrays
-        values = values.astype(object)
-    numeric = values.dtype.kind == "f"
-    imputer = SimpleImputer(strategy="most_frequent" if categorical else strategy,
-                            missing_values=np.nan if numeric else None)
-    return plain(imputer.fit(values.reshape(-1, 1)).statistics_[0])
 
 
 def one_hot(values: np.ndarray, levels: list) -> tuple[np.ndarray, np.ndarray]:
@@ -114,35 +102,6 @@ class Preprocessing:
     def names(self) -> list[str]:
         return encoded_names(self.features, self.categories)
 
-    # --- fitting ------------------------------------------------------------------------------------------------
-    @classmethod
-    def fit(cls, features: list[str], categories: dict[str, list], train: Callable[[str], np.ndarray],
-            strategies: dict[str, str], standardize: bool, targets: np.ndarray | None = None) -> Preprocessing:
-        """Fit on the training rows, one column at a time: ``train(feature)`` gives a feature's training cells
-        (float64 numbers, or the values of a categorical column); ``targets`` (float64) are scaled when given."""
-        from sklearn.preprocessing import StandardScaler
-
-        out = cls(features, categories)
-        mean, scale = [], []
-        for feature in features:
-            cells = train(feature)
-            value = fit_fill(cells, strategies.get(feature, "none"), feature in categories)
-            if value is not None:
-                out.fill[feature] = value
-            if feature in categories:
-                mean += [0.0] * len(categories[feature])
-                scale += [1.0] * len(categories[feature])
-            elif standardize:
-                scaler = StandardScaler().fit(out.filled(feature, cells).reshape(-1, 1))
-                mean.append(float(scaler.mean_[0]))
-                scale.append(float(scaler.scale_[0]))
-        if standardize:
-            out.mean, out.scale = mean, scale
-        if targets is not None:
-            scaler = StandardScaler().fit(targets)
-            out.target_mean, out.target_scale = scaler.mean_.tolist(), scaler.scale_.tolist()
-        return out
-
     # --- applying -----------------------------------------------------------------------------------------------
     def filled(self, feature: str, values: np.ndarray) -> np.ndarray:
         """``values`` with the empty cells filled with the training rows' statistic (if imputed)."""
@@ -177,3 +136,187 @@ class Preprocessing:
         return cls(state.get("features") or [], state.get("categories"), state.get("fill"),
                    state.get("feature_mean"), state.get("feature_scale"), state.get("target_mean"),
                    state.get("target_scale"))
+
+
+# --- fitting: one pass over the training rows -------------------------------------------------------------------
+class ColumnStats:
+    """Per column: rows with a value, their mean and sum of squared deviations (``m2``), in float64. Pieces merge
+    exactly in any grouping (Chan, Golub and LeVeque's update); merged in piece order, every process gets the same
+    bits whatever the number of processes."""
+
+    def __init__(self, width: int) -> None:
+        self.n = np.zeros(width)
+        self.mean = np.zeros(width)
+        self.m2 = np.zeros(width)
+
+    @classmethod
+    def of(cls, columns: list[np.ndarray]) -> ColumnStats:
+        """Of float64 columns of equal length, NaN cells left out."""
+        out = cls(len(columns))
+        for j, values in enumerate(columns):
+            gaps = np.isnan(values)
+            present = values[~gaps] if gaps.any() else values
+            out.n[j] = len(present)
+            if len(present):
+                out.mean[j] = present.mean()
+                deviation = present - out.mean[j]
+                out.m2[j] = np.dot(deviation, deviation)
+        return out
+
+    def merge(self, other: ColumnStats) -> None:
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(n > 0, other.n / np.maximum(n, 1), 0.0)
+        self.mean = self.mean + delta * share
+        self.m2 = self.m2 + other.m2 + delta**2 * self.n * share
+        self.n = n
+
+    def set(self, j: int, other: ColumnStats) -> None:
+        """Column ``j`` becomes ``other``'s only column."""
+        self.n[j], self.mean[j], self.m2[j] = other.n[0], other.mean[0], other.m2[0]
+
+    def scale(self, rows: np.ndarray | float) -> np.ndarray:
+        """Standard deviations (``ddof=0``) over ``rows`` rows per column (missing cells counted as filled with the
+        mean), 1 where a column is constant, as scikit-learn's ``StandardScaler``."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            std = np.sqrt(self.m2 / np.maximum(rows, 1))
+        return np.where(std < 10 * np.finfo(np.float64).eps, 1.0, std)
+
+
+IMPUTE_HINT = "fill it in, drop that row, or use --data.impute mean"
+NOT_IMPUTED_HINT = "fill it in or drop that row (this column is not imputed)"
+
+
+def fit(blocks: Iterator[tuple[int, Block]], gather: Callable[[Any], list], features: list[str],
+        categories: dict[str, list], levels: dict[str, Counter], strategies: dict[str, str], standardize: bool,
+        targets: Callable[[Block], np.ndarray], scale_targets: int, rows: int, place: str) -> Preprocessing:
+    """The preprocessing of ``features`` fitted on one pass over the training rows: ``blocks`` gives this
+    process's ``(piece, block)`` of them (the blocks' numeric columns are read, every row checked, the kept rows
+    counted) and ``gather`` every process's statistics, merged in piece order: the same bits on any number of
+    processes. ``levels`` counts each categorical column's values (its most frequent level fills its gaps).
+    ``targets(block)`` checks a block's targets; ``scale_targets`` of them (0: none) are standardised. A median
+    needs every value: its columns' training cells are kept until the pass ends. ``rows``: training rows in all;
+    ``place``: what messages call the training table."""
+    numeric = [f for f in features if f not in categories]
+    medians = [f for f in numeric if strategies.get(f) == "median"]
+    mine: dict[int, tuple] = {}  # each piece this process read: its statistics and the cells of median columns
+    error = None
+    try:
+        for piece, block in blocks:
+            stats, target_stats, held = mine.setdefault(
+                piece, (ColumnStats(len(numeric)), ColumnStats(scale_targets), {m: [] for m in medians}))
+            columns = []
+            for column in numeric:  # every row of the block is checked, the kept rows counted
+                cells = numbers(block.table, column, block.place)
+                imputed = strategies.get(column, "none") != "none"
+                check(np.where(np.isnan(cells), 0.0, cells) if imputed else cells, column, block.place, "feature",
+                      IMPUTE_HINT)
+                columns.append(cells if block.keep is None else cells[block.keep])
+                if column in held:
+                    held[column].append(columns[-1])
+            stats.merge(ColumnStats.of(columns))
+            y = targets(block)  # checked on every row, scaled or not: a bad target stops here
+            if scale_targets:
+                target_stats.merge(ColumnStats.of([t if block.keep is None else t[block.keep] for t in y.T]))
+    except InputError as err:
+        error = str(err)
+    parts = gather((error, mine))
+    errors = [e for e, _ in parts if e]
+    if errors:
+        raise InputError(errors[0], everywhere=True)  # the same on every process
+    merged: dict[int, tuple] = {}
+    for _, part in parts:
+        merged.update(part)
+    stats, target_stats = ColumnStats(len(numeric)), ColumnStats(scale_targets)
+    for i in sorted(merged):
+        stats.merge(merged[i][0])
+        target_stats.merge(merged[i][1])
+    out = Preprocessing(features, categories)
+    mean, scale = [], []
+    for feature in features:
+        strategy = strategies.get(feature, "none")
+        if feature in categories:
+            counter = levels.get(feature) or Counter()
+            if strategy != "none" and counter:
+                top = max(counter.values())
+                out.fill[feature] = plain(min(v for v, c in counter.items() if c == top))
+            mean += [0.0] * len(categories[feature])
+            scale += [1.0] * len(categories[feature])
+            continue
+        j = numeric.index(feature)
+        if stats.n[j] == 0:
+            raise InputError(f"{place}: feature column {feature!r} has no values in the training rows")
+        if strategy == "median":  # the gaps filled with the median move the mean and the deviations
+            cells = np.concatenate([part for i in sorted(merged) for part in merged[i][2][feature]])
+            out.fill[feature] = float(np.nanmedian(cells))
+            stats.set(j, ColumnStats.of([np.where(np.isnan(cells), out.fill[feature], cells)]))
+        elif strategy != "none":  # filled at the mean: neither the mean nor the deviations move
+            out.fill[feature] = float(stats.mean[j])
+        mean.append(float(stats.mean[j]))
+    if standardize:
+        scales = stats.scale(rows)
+        out.mean = mean
+        out.scale = [1.0 if f in categories else float(scales[numeric.index(f)])
+                     for f in features for _ in categories.get(f, [None])]
+    if scale_targets:
+        out.target_mean, out.target_scale = target_stats.mean.tolist(), target_stats.scale(rows).tolist()
+    return out
+
+
+# --- applying ------------------------------------------------------------------------------------------------------
+@dataclass
+class Unseen:
+    """Rows of a part whose value of a categorical column is not one of its levels: how many, the distinct
+    values (in order of appearance) and the position of the first in the table."""
+
+    rows: int
+    shown: list
+    first: int
+
+
+def encode(state: Preprocessing, table: pa.Table | list[pa.Table], parts: dict[str, np.ndarray | None],
+           place: Place, by_column: bool = False) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Unseen]]]:
+    """The model inputs of the rows ``parts[name]`` (positions; ``None``: all) of ``table``: float32 ``(rows,
+    inputs)`` per part, built a column at a time; parts given as the same array are encoded once. Every cell is
+    filled and checked first. ``by_column``: each part is the transposed view of an ``(inputs, rows)`` array (a
+    column is then one contiguous write). ``table`` in a list is consumed: let go column by column as it is
+    encoded, so that its cells and the inputs are not both held whole. Also returns, per part and column, the
+    rows whose level was not seen in training (encoded as all zeros)."""
+    if isinstance(table, list):
+        table, consume = table.pop(), True
+    else:
+        consume = False
+    hint = IMPUTE_HINT if not state.fill else NOT_IMPUTED_HINT
+    aliases = {name: next(n for n, r in parts.items() if r is rows) for name, rows in parts.items()}
+    parts = {name: rows for name, rows in parts.items() if aliases[name] == name}
+    width = len(state.names)
+    out = {}
+    for name, rows in parts.items():
+        n = table.num_rows if rows is None else len(rows)
+        out[name] = np.empty((width, n) if by_column else (n, width), dtype=np.float32)
+    unseen: dict[str, dict[str, Unseen]] = {name: {} for name in parts}
+    for feature, cols in state.columns.items():
+        categorical = feature in state.categories
+        cells = feature_cells(table, feature, categorical, place)
+        if consume:  # hand the column's buffers back: pyarrow's allocator would keep them for itself
+            table = table.drop_columns([feature])
+            pa.default_memory_pool().release_unused()
+        if categorical or not np.isfinite(cells).all():  # else (the common case) nothing to fill or refuse
+            cells = state.filled(feature, cells)
+            check(cells, feature, place, "feature", hint)
+        for name, rows in parts.items():
+            picked = cells if rows is None else cells[rows]
+            view = out[name] if by_column else out[name].T
+            if not categorical:
+                view[cols.start] = picked  # cast to float32 as it is copied
+                continue
+            encoded, mask = state.encode(feature, picked)
+            view[cols] = encoded.T
+            if mask.any():
+                at = np.flatnonzero(mask)
+                unseen[name][feature] = Unseen(len(at), list(dict.fromkeys(plain(v) for v in picked[at])),
+                                               int(at[0] if rows is None else rows[at[0]]))
+    inputs = {name: out[alias].T if by_column else out[alias] for name, alias in aliases.items()}
+    return inputs, {name: unseen[alias] for name, alias in aliases.items()}
+

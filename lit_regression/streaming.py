@@ -1,24 +1,18 @@
-"""Tables bigger than memory: Parquet files read from disk in record batches every epoch, never held whole.
+"""The loader of tables bigger than memory: rows read from disk every epoch, never held whole.
 
-* :class:`ParquetSource`: a Parquet file, a folder of them or a glob, checked to share one schema, seen as one
-  table whose rows are numbered across the files in sorted order (the *global row index*) and cut into pieces,
-  one per row group.
-* :func:`held_out`: the split of a row, from a hash of its global row index and the seed, so that no process
-  needs to hold a list of rows and every process draws the same split.
-* :func:`share_out`: which rows each process reads: the split's rows, in order, cut into one range per process
-  (:class:`Part` s of pieces), so that any file, even one of a single row group, serves any number of processes.
 * :class:`StreamBatches`: the loader that Lightning iterates: this process's pieces, decoded by a reading thread
   while the model trains on the rows before them, shuffled within a bounded window, cut into the same number of
   batches on every process.
 * :class:`DecodedCache`: the rows a loader decoded in its first epoch, kept encoded in a scratch file and read
   back in the later epochs instead of decoding the Parquet files again (``data.cache_dir``).
-* :class:`ColumnStats`: count, mean and sum of squared deviations of numeric columns, merged exactly (Chan et
-  al.'s pairwise update) across pieces and processes.
+* :func:`gathered`: a small value of every process (the statistics of each piece).
+
+The files are read by :class:`~lit_regression.tables.ParquetFiles`; which rows each process serves is
+:func:`~lit_regression.batches.share_out`'s.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import queue
 import shutil
@@ -26,309 +20,15 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from lit_regression.batches import InOrder, equal_sizes
+from lit_regression.batches import InOrder, Part, equal_sizes, refuse_empty_shares, share_out, too_few
 from lit_regression.errors import InputError, write_line
-from lit_regression.tables import PARQUET, dense, listing
-
-# measured on figure 7 of the bench (4M x 16, row groups of 131,072 rows): 1 column and 32,768 rows took a fit's
-# peak above a tiny run's from 0.57x (4 columns, 65,536 rows) to 0.42x of the float32 table; decoding is slower
-# by about 10%, which --data.cache_dir takes out of every epoch after the first
-READ_ROWS = 32_768  # rows of a decoded row group handed on (encoded) at a time
-READ_COLUMNS = 1  # columns of a row group decoded together
-
-
-# --- the files ----------------------------------------------------------------------------------------------------
-def parquet_files(path: str, name: str) -> list[str]:
-    """The Parquet files that ``path`` names: itself, the ``*.parquet``/``*.pq`` files under a folder (sorted,
-    hidden and ``_``-prefixed names skipped, as pyarrow's datasets do), or the files a glob matches (sorted)."""
-    if any(c in path for c in "*?["):
-        files = sorted(f for f in glob.glob(path, recursive=True)  # hidden and _ files skipped, as in a folder
-                       if os.path.isfile(f) and not os.path.basename(f).startswith((".", "_")))
-        if not files:
-            raise InputError(f"{name}={path!r} matches no file")
-        return files
-    if os.path.isdir(path):
-        files = []
-        for folder, dirs, names in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
-            files += [os.path.join(folder, n) for n in names
-                      if not n.startswith((".", "_")) and os.path.splitext(n)[1].lower() in PARQUET]
-        if not files:
-            raise InputError(f"{name}={path!r} is a folder without Parquet files (*.parquet, *.pq)")
-        return sorted(files)
-    if not os.path.exists(path):
-        raise InputError(f"{name}={path!r}: no such file or folder")
-    if os.path.splitext(path)[1].lower() not in PARQUET:
-        raise InputError(f"{name}={path!r} is not Parquet: data.streaming reads Parquet files (*.parquet, *.pq), a "
-                         "folder of them or a glob; convert the table, or leave data.streaming off")
-    return [path]
-
-
-def kind(t: pa.DataType) -> str:
-    """What a column type means here: ``number``, ``text``, ``bool`` or the type itself; types of one kind agree
-    across files (a column of whole numbers in one file may be float in another)."""
-    if pa.types.is_dictionary(t):
-        t = t.value_type
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-        return "number"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "text"
-    if pa.types.is_boolean(t):
-        return "bool"
-    return str(t)
-
-
-@dataclass(frozen=True)
-class Piece:
-    """One row group: ``rows`` rows from global row index ``start`` on."""
-
-    file: str
-    group: int
-    start: int
-    rows: int
-
-    def where(self) -> str:
-        return f"{self.file!r}, row group {self.group}"
-
-
-class ParquetSource:
-    """The Parquet files of ``path`` as one table (see the module docstring); ``name`` is the argument that gave
-    it (``data.path``), for messages."""
-
-    def __init__(self, path: str, name: str) -> None:
-        import pyarrow.parquet as pq  # here, not at import: every command would pay for it
-
-        self.path, self.name = path, name
-        self.files = parquet_files(path, name)
-        self.pieces: list[Piece] = []
-        self.schema: pa.Schema | None = None
-        start = 0
-        for file in self.files:
-            try:
-                meta = pq.ParquetFile(file)
-            except (OSError, pa.ArrowException) as err:
-                raise InputError(f"{name}={path!r}: {file!r} is not a readable Parquet file ({err})") from None
-            schema = meta.schema_arrow
-            if self.schema is None:
-                self.schema = schema
-            else:
-                self._check_schema(file, schema)
-            for group in range(meta.num_row_groups):
-                rows = meta.metadata.row_group(group).num_rows
-                if rows:
-                    self.pieces.append(Piece(file, group, start, rows))
-                    start += rows
-        self.num_rows = start
-        if not self.num_rows:
-            raise InputError(f"{name}={path!r} has no rows ({len(self.files)} file{'s' * (len(self.files) > 1)})")
-
-    def _check_schema(self, file: str, schema: pa.Schema) -> None:
-        first = self.files[0]
-        for field in self.schema:
-            if field.name not in schema.names:
-                raise InputError(f"{self.name}={self.path!r}: the files' schemas disagree: {file!r} has no column "
-                                 f"{field.name!r}, which {first!r} has")
-            other = schema.field(field.name).type
-            if kind(other) != kind(field.type):
-                raise InputError(f"{self.name}={self.path!r}: the files' schemas disagree: column {field.name!r} holds "
-                                 f"{other} in {file!r} but {field.type} in {first!r}")
-        extra = [n for n in schema.names if n not in self.schema.names]
-        if extra:
-            raise InputError(f"{self.name}={self.path!r}: the files' schemas disagree: {file!r} has the column"
-                             f"{'s' * (len(extra) > 1)} {listing(extra)}, which {first!r} lacks")
-
-    @property
-    def column_names(self) -> list[str]:
-        return list(self.schema.names)
-
-    def read(self, piece: Piece, columns: list[str], rows: int = READ_ROWS) -> Iterator[tuple[int, pa.Table]]:
-        """The piece's ``columns`` in blocks of at most ``rows`` rows: ``(offset in the piece, table)``;
-        dictionary columns decoded to their values. The row group is decoded whole, :data:`READ_COLUMNS` columns
-        at a time (pyarrow's record-batch reader holds about 3.5 times as much memory while it decodes, and is
-        slower), and served in zero-copy slices."""
-        import pyarrow.parquet as pq
-
-        try:  # a column at a time: while it decodes, pyarrow holds about three copies of what it decodes
-            # (not memory-mapped: that decodes 1.3 times as fast, but the mapped pages add about 25 MiB to the peak)
-            reader = pq.ParquetFile(piece.file)
-            parts = [reader.read_row_group(piece.group, columns=columns[i:i + READ_COLUMNS], use_threads=True)
-                     for i in range(0, len(columns), READ_COLUMNS)]
-            group = dense(pa.Table.from_arrays([c for part in parts for c in part.columns], names=columns))
-        except (OSError, pa.ArrowException) as err:
-            raise InputError(f"{self.name}={self.path!r}: cannot read {piece.where()} ({err})") from None
-        for offset in range(0, group.num_rows, rows):
-            yield offset, group.slice(offset, rows)
-        del group, parts
-        pa.default_memory_pool().release_unused()  # hand the row group's pages back, not keep them for the next
-
-    def sample(self, rows: int = 10_000) -> pa.Table:
-        """The columns as ``_resolve_columns`` looks at them: up to ``rows`` rows of the first piece for the text
-        columns (to tell numbers written as text from categories); the others, whose kind their type tells, as
-        nulls of their type. Only the text columns are read, without pre-buffering the row group."""
-        import pyarrow.parquet as pq
-
-        piece = self.pieces[0]
-        text = [f.name for f in self.schema if kind(f.type) == "text"]
-        n = min(rows, piece.rows)
-        read = pa.table({})
-        if text:
-            try:
-                reader = pq.ParquetFile(piece.file, pre_buffer=False)
-                batch = next(reader.iter_batches(batch_size=n, row_groups=[piece.group], columns=text))
-            except (OSError, pa.ArrowException) as err:
-                raise InputError(f"{self.name}={self.path!r}: cannot read {piece.where()} ({err})") from None
-            read = dense(pa.Table.from_batches([batch]))
-            n = read.num_rows
-        columns = {f.name: read[f.name] if f.name in text else pa.nulls(n, f.type) for f in self.schema}
-        return pa.table(columns)
-
-
-# --- the held-out split -------------------------------------------------------------------------------------------
-def uniform(start: int, count: int, seed: int) -> np.ndarray:
-    """A number in [0, 1) for each global row index ``start .. start + count - 1``: splitmix64 of the index and
-    the seed, the same on every machine and process."""
-    with np.errstate(over="ignore"):
-        z = np.arange(start, start + count, dtype=np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
-
-@dataclass(frozen=True)
-class Split:
-    """Which rows of a source a split takes: those whose :func:`uniform` number lies in ``[low, high)``."""
-
-    low: float = 0.0
-    high: float = 1.0
-    seed: int = 0
-
-    @property
-    def everything(self) -> bool:
-        return self.low <= 0.0 and self.high >= 1.0
-
-    def mask(self, start: int, count: int) -> np.ndarray | None:
-        """The rows of ``start .. start + count - 1`` in the split; ``None`` when that is all of them."""
-        if self.everything:
-            return None
-        u = uniform(start, count, self.seed)
-        return (u >= self.low) & (u < self.high)
-
-    def count(self, piece: Piece) -> int:
-        mask = self.mask(piece.start, piece.rows)
-        return piece.rows if mask is None else int(mask.sum())
-
-
-def held_out(val_fraction: float, test_fraction: float, seed: int, val_path: bool, test_path: bool) -> dict[str, Split]:
-    """The rows of the training source in each split: ``[0, val)`` validation, ``[val, val + test)`` test, the
-    rest training; a split that has its own path takes no rows of the training source."""
-    val = 0.0 if val_path else val_fraction
-    test = 0.0 if test_path else test_fraction
-    return {"train": Split(val + test, 1.0, seed), "val": Split(0.0, val, seed), "test": Split(val, val + test, seed)}
-
-
-@dataclass(frozen=True)
-class Part:
-    """A process's rows of one piece: the rows ``lo .. hi - 1`` of those the split takes from piece ``piece``."""
-
-    piece: int
-    lo: int
-    hi: int
-
-    @property
-    def rows(self) -> int:
-        return self.hi - self.lo
-
-    def mask(self, split_mask: np.ndarray | None, piece_rows: int, count: int) -> np.ndarray | None:
-        """The piece's rows that this part takes, from the split's ``split_mask`` of the piece (``None``: all of
-        its ``piece_rows``), which takes ``count`` rows."""
-        if self.lo == 0 and self.hi == count:
-            return split_mask
-        taken = np.arange(piece_rows) if split_mask is None else np.flatnonzero(split_mask)
-        mask = np.zeros(piece_rows, dtype=bool)
-        mask[taken[self.lo:self.hi]] = True
-        return mask
-
-
-def assign(counts: list[int], world_size: int) -> list[list[int]]:
-    """Whole pieces (by index, in order) for each process: the largest first, each to the process with the fewest
-    rows so far (the lowest rank among equals). The statistics pass reads these: a piece's statistics are then
-    computed whole on some process, so that their merge, in piece order, is the same bit for bit however many
-    processes there are (the batches are shared out by :func:`share_out`)."""
-    shares: list[list[int]] = [[] for _ in range(world_size)]
-    rows = [0] * world_size
-    for i in sorted((i for i in range(len(counts)) if counts[i]), key=lambda i: (-counts[i], i)):
-        r = min(range(world_size), key=rows.__getitem__)
-        shares[r].append(i)
-        rows[r] += counts[i]
-    return [sorted(share) for share in shares]
-
-
-def share_out(counts: list[int], world_size: int) -> list[list[Part]]:
-    """Each process's parts: the split's rows of all pieces (``counts`` of each), in order, cut into
-    ``world_size`` ranges whose sizes differ by one row at most. A process reads the row groups its range
-    overlaps, so it decodes at most the parts of two row groups (one at each end of its range) that are not
-    its own. The same in every epoch: each process's rows, and so its number of batches, stay fixed."""
-    total = sum(counts)
-    bounds = [total * r // world_size for r in range(world_size + 1)]
-    shares: list[list[Part]] = [[] for _ in range(world_size)]
-    start = 0
-    for i, count in enumerate(counts):
-        for r in range(world_size):
-            lo, hi = max(bounds[r], start), min(bounds[r + 1], start + count)
-            if lo < hi:
-                shares[r].append(Part(i, lo - start, hi - start))
-        start += count
-    return shares
-
-
-# --- exact column statistics --------------------------------------------------------------------------------------
-class ColumnStats:
-    """Per column: rows with a value, their mean and sum of squared deviations (``m2``), in float64. Pieces merge
-    exactly in any grouping (Chan, Golub and LeVeque's update); merged in piece order, every process gets the same
-    bits whatever the number of processes."""
-
-    def __init__(self, width: int) -> None:
-        self.n = np.zeros(width)
-        self.mean = np.zeros(width)
-        self.m2 = np.zeros(width)
-
-    @classmethod
-    def of(cls, columns: list[np.ndarray]) -> ColumnStats:
-        """Of float64 columns of equal length, NaN cells left out."""
-        out = cls(len(columns))
-        for j, values in enumerate(columns):
-            gaps = np.isnan(values)
-            present = values[~gaps] if gaps.any() else values
-            out.n[j] = len(present)
-            if len(present):
-                out.mean[j] = present.mean()
-                deviation = present - out.mean[j]
-                out.m2[j] = np.dot(deviation, deviation)
-        return out
-
-    def merge(self, other: ColumnStats) -> None:
-        n = self.n + other.n
-        delta = other.mean - self.mean
-        with np.errstate(invalid="ignore", divide="ignore"):
-            share = np.where(n > 0, other.n / np.maximum(n, 1), 0.0)
-        self.mean = self.mean + delta * share
-        self.m2 = self.m2 + other.m2 + delta**2 * self.n * share
-        self.n = n
-
-    def scale(self, rows: np.ndarray | float) -> np.ndarray:
-        """Standard deviations (``ddof=0``) over ``rows`` rows per column (missing cells counted as filled with the
-        mean), 1 where a column is constant, as scikit-learn's ``StandardScaler``."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            std = np.sqrt(self.m2 / np.maximum(rows, 1))
-        return np.where(std < 10 * np.finfo(np.float64).eps, 1.0, std)
+from lit_regression.tables import Piece
 
 
 def gathered(value: Any, trainer) -> list[Any]:
@@ -482,22 +182,6 @@ class DecodedCache:
         if self.file is not None:
             self.file.close()
         self.file, self.kept, self.end = None, {}, 0
-
-
-def refuse_empty_shares(rows: list[int], name: str) -> None:
-    """Refuse, alike on every process, shares of ``name``'s rows (``rows``: one count per process) that leave a
-    process without a row: under DDP, a process without batches would skip the epoch's end, where the processes
-    meet."""
-    if len(rows) > 1 and min(rows) == 0:
-        raise InputError(too_few(rows, name, "a batch"), everywhere=True)
-
-
-def too_few(rows: list[int], name: str, needed: str) -> str:
-    """The message for a table whose ``rows`` (per process) leave a process fewer than it ``needed``."""
-    total = sum(rows)
-    return (f"{total} row{'s' * (total != 1)} of {name} leave{'s' * (total == 1)} a process {min(rows)} "
-            f"rows for {needed} (rows per process: {rows}): use fewer processes"
-            + (" or a smaller data.batch_size" if needed != "a batch" else ""))
 
 
 def _mib(size: float) -> str:

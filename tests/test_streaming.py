@@ -22,7 +22,8 @@ from conftest import ROOT, one_line_error, run_cli, versions
 from test_faults import QUIET, assert_same_state
 from test_faults import cli_process as faults_process
 from lit_regression.datamodules import TableDataModule
-from lit_regression.streaming import Split, StreamBatches, held_out, uniform
+from lit_regression.splits import Split, held_out, uniform
+from lit_regression.streaming import StreamBatches
 
 CITIES = ["Lyon", "Nice", "Paris"]
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
@@ -78,7 +79,7 @@ def synthetic(sizes=PIECES, chunk: int = 40, decoded: list | None = None):
     """Pieces of a table of ``sum(sizes)`` rows and ``decode(piece, mask)`` as our training decoder yields it:
     chunks of ``chunk`` rows, x column-major (its transpose contiguous), y a column, the global row index;
     ``decoded`` collects the pieces decoded."""
-    from lit_regression.streaming import Piece
+    from lit_regression.tables import Piece
 
     starts = np.cumsum([0] + list(sizes[:-1]))
     pieces = [Piece("f", i, int(s), n) for i, (s, n) in enumerate(zip(starts, sizes))]
@@ -232,7 +233,8 @@ def test_a_checkpoint_loads_without_its_cache_folder(tmp_path):
 def test_rows_are_shared_by_ranges_whatever_the_row_groups():
     """One row group serves 3 processes: each reads a range of its rows, the ranges differ by a row at most and
     cover every row once; a process decodes only the row groups its range overlaps."""
-    from lit_regression.streaming import Piece, share_out
+    from lit_regression.batches import share_out
+    from lit_regression.tables import Piece
 
     for counts, world in (([200], 3), ([100, 100], 3), ([64, 0, 64, 10], 4), ([5], 1)):
         shares = share_out(counts, world)
@@ -255,7 +257,8 @@ def test_rows_are_shared_by_ranges_whatever_the_row_groups():
 
 
 def test_too_few_rows_for_the_processes_is_refused_by_every_process():
-    from lit_regression.streaming import InputError, Piece
+    from lit_regression.errors import InputError
+    from lit_regression.tables import Piece
 
     pieces = [Piece("f", i, i, 1) for i in range(2)]
     for rank in range(3):

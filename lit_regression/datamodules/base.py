@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 
-from lit_regression.batches import TensorBatches, process_of
+from lit_regression.batches import TensorBatches, tensor_batches
 from lit_regression.errors import InputError
 
 SPLITS = ("train", "val", "test", "predict")
@@ -124,22 +124,10 @@ class TensorDataModule(L.LightningDataModule):
         if tensors is None or len(tensors[0]) == 0:
             return []
         trainer = self.trainer
-        rank, world_size = process_of(trainer)
         if self.on_device and trainer is not None:
             tensors = tuple(t.to(trainer.strategy.root_device) for t in tensors)
             self.splits[split] = tensors
-        return TensorBatches(
-            *tensors,
-            batch_size=self.batch_size,
-            shuffle=train and self.shuffle,
-            seed=self.seed,
-            rank=rank,
-            world_size=world_size,
-            # every row once (full batches: one batch per process, whatever the shard sizes, and the model
-            # weighs each process's mean by its rows: see LitModel.on_train_start; mini-batches: the same number
-            # of batches on every process, as Newton's sums of an epoch need)
-            equal=train and not self.full_batch,
-        )
+        return tensor_batches(tensors, self.batch_size, train and self.shuffle, self.seed, trainer, train)
 
     def train_dataloader(self) -> TensorBatches | list:
         return self._batches("train", train=True)
