@@ -132,7 +132,8 @@ class TableDataModule(TensorDataModule):
     ) -> None:
         super().__init__(batch_size=batch_size, shuffle=shuffle, seed=seed, on_device=on_device)
         self.save_hyperparameters()
-        self.task, self._targets = check_arguments(**self.hparams)
+        # (LightningCLI adds its own keys, such as _class_path, to hparams)
+        self.task, self._targets = check_arguments(**{k: v for k, v in self.hparams.items() if not k.startswith("_")})
         # absolute, so that a checkpoint (which keeps these arguments) finds its tables from any working folder
         # (written into hparams: LightningCLI hands save_hyperparameters the arguments as it was given them)
         for name, value in (("path", path), ("predict_path", predict_path), ("val_path", val_path),
@@ -240,6 +241,16 @@ class TableDataModule(TensorDataModule):
     def split_rows(self) -> dict[str, np.ndarray]:
         """The training table's row indices in each split."""
         return {split: self.source("train").positions(split) for split in ("train", "val", "test")}
+
+    @property
+    def splits(self) -> dict[str, tuple[torch.Tensor, ...]]:
+        """The tensors of each split that the sources hold (in memory, once a loader asked for them)."""
+        return {split: tensors for source in self._sources.values() for split, tensors in source.held.items()}
+
+    @splits.setter
+    def splits(self, value: dict) -> None:  # TensorDataModule's own starts empty; here the sources hold them
+        if value:
+            raise AttributeError("TableDataModule.splits are its sources' tensors: they cannot be set")
 
     @property
     def n_train(self) -> int:
@@ -386,14 +397,14 @@ class TableDataModule(TensorDataModule):
             self._check_predict_columns(self.source("predict"))  # a bad predict file fails before training
         if stage == "fit":
             self._check_processes()
+        split = {"validate": "val", "test": "test"}.get(stage)
+        if split is not None and not self.source(split).rows(split):
+            raise InputError(f"{getattr(stage, 'value', stage)} has no rows: data.val_fraction={h.val_fraction!r} and "
+                             f"data.test_fraction={h.test_fraction!r} hold none out of data.path={h.path!r}; give a "
+                             "fraction, or the rows' own files with --data.val_path / --data.test_path")
         if stage == "test" and not h.test_fraction and h.test_path is None:
             say(f"test runs on the {self.source('train').rows('val')} validation rows: data.test_fraction is 0 (give "
                 "it a fraction to hold out rows for test alone)")
-        split = {"validate": "val", "test": "test"}.get(stage)
-        if split is not None and not self.source(split).rows(split):
-            raise InputError(f"{stage} has no rows: data.val_fraction={h.val_fraction!r} and data.test_fraction="
-                             f"{h.test_fraction!r} hold none out of data.path={h.path!r}; give a fraction, or the "
-                             "rows' own files with --data.val_path / --data.test_path")
 
     def _check_rows(self) -> None:
         source = self.source("train")

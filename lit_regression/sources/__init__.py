@@ -70,6 +70,7 @@ class TableSource:
 
     def __init__(self, path: str, name: str, holdout: Holdout, whole: str | None = None) -> None:
         self.path, self.name, self.holdout, self.whole = path, name, holdout, whole
+        self.held: dict[str, tuple] = {}  # the tensors of each split held in memory, once decoded (streamed: none)
 
     @property
     def place(self) -> str:

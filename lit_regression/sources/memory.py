@@ -44,7 +44,6 @@ class MemorySource(TableSource):
         self._table = table
         self._given = table is not None  # rows handed over: never read again
         self._splits: dict[str, np.ndarray] | None = None
-        self.tensors: dict[str, tuple[torch.Tensor, ...]] = {}  # each split's tensors, once decoded
         self._columns: dict[str, Any] | None = None  # the predicted rows' columns as given
 
     def table(self) -> pa.Table:
@@ -100,7 +99,7 @@ class MemorySource(TableSource):
 
     def tensors_of(self, split: str, decode: Decode, columns: list[str]) -> tuple[torch.Tensor, ...] | None:
         """The tensors of ``split``: the training splits are decoded together, the table let go as they are."""
-        if split not in self.tensors:
+        if split not in self.held:
             names = ["predict"] if split == "predict" else [s for s in SPLITS if s in self.splits()]
             parts = {name: (None, np.arange(self.table().num_rows)) if self.takes(name) else
                      (self.positions(name), self.positions(name)) for name in names}
@@ -113,15 +112,15 @@ class MemorySource(TableSource):
                 if name == "predict" and len(tensors) > 2:  # the rows' own columns: beside the predictions
                     tensors, given = tensors[:2], tensors[2]
                     self._columns = {c: given[c] for c in given.column_names}
-                self.tensors[name] = tensors if name == "predict" else tensors[:2]
-        return self.tensors.get(split)
+                self.held[name] = tensors if name == "predict" else tensors[:2]
+        return self.held.get(split)
 
     def loader(self, split: str, decode: Decode, columns: list[str], trainer, train: bool = False):
         tensors = self.tensors_of(split, decode, columns)
         if tensors is None or len(tensors[0]) == 0:
             return []
         if self.on_device and trainer is not None:
-            tensors = self.tensors[split] = tuple(t.to(trainer.strategy.root_device) for t in tensors)
+            tensors = self.held[split] = tuple(t.to(trainer.strategy.root_device) for t in tensors)
         return tensor_batches(tensors, self.batch_size, train and self.shuffle, self.seed, trainer, train)
 
     def chunks(self, decode: Decode, columns: list[str]) -> Callable[[], Iterator[tuple]]:
