@@ -276,10 +276,10 @@ class Unseen:
 
 
 def encode(state: Preprocessing, table: pa.Table | list[pa.Table], parts: dict[str, np.ndarray | None],
-           place: Place, by_column: bool = False) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Unseen]]]:
+           place: Place, column_major: bool = False) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Unseen]]]:
     """The model inputs of the rows ``parts[name]`` (positions; ``None``: all) of ``table``: float32 ``(rows,
     inputs)`` per part, built a column at a time; parts given as the same array are encoded once. Every cell is
-    filled and checked first. ``by_column``: each part is the transposed view of an ``(inputs, rows)`` array (a
+    filled and checked first. ``column_major``: each part is the transposed view of an ``(inputs, rows)`` array (a
     column is then one contiguous write). ``table`` in a list is consumed: let go column by column as it is
     encoded, so that its cells and the inputs are not both held whole. Also returns, per part and column, the
     rows whose level was not seen in training (encoded as all zeros)."""
@@ -294,7 +294,7 @@ def encode(state: Preprocessing, table: pa.Table | list[pa.Table], parts: dict[s
     out = {}
     for name, rows in parts.items():
         n = table.num_rows if rows is None else len(rows)
-        out[name] = np.empty((width, n) if by_column else (n, width), dtype=np.float32)
+        out[name] = np.empty((width, n) if column_major else (n, width), dtype=np.float32)
     unseen: dict[str, dict[str, Unseen]] = {name: {} for name in parts}
     for feature, cols in state.columns.items():
         categorical = feature in state.categories
@@ -307,7 +307,7 @@ def encode(state: Preprocessing, table: pa.Table | list[pa.Table], parts: dict[s
             check(cells, feature, place, "feature", hint)
         for name, rows in parts.items():
             picked = cells if rows is None else cells[rows]
-            view = out[name] if by_column else out[name].T
+            view = out[name] if column_major else out[name].T
             if not categorical:
                 view[cols.start] = picked  # cast to float32 as it is copied
                 continue
@@ -317,6 +317,6 @@ def encode(state: Preprocessing, table: pa.Table | list[pa.Table], parts: dict[s
                 at = np.flatnonzero(mask)
                 unseen[name][feature] = Unseen(len(at), list(dict.fromkeys(plain(v) for v in picked[at])),
                                                int(at[0] if rows is None else rows[at[0]]))
-    inputs = {name: out[alias].T if by_column else out[alias] for name, alias in aliases.items()}
+    inputs = {name: out[alias].T if column_major else out[alias] for name, alias in aliases.items()}
     return inputs, {name: unseen[alias] for name, alias in aliases.items()}
 

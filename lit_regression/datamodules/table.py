@@ -309,10 +309,10 @@ class TableDataModule(TensorDataModule):
     def _class_indices(self, table: pa.Table, place: Place) -> np.ndarray:
         return self._targets_of(table, place)
 
-    def _encoded(self, table, parts: dict, place: Place, by_column: bool) -> dict[str, np.ndarray]:
+    def _encoded(self, table, parts: dict, place: Place, column_major: bool) -> dict[str, np.ndarray]:
         """The model inputs of each part's rows; levels not seen in training are reported once per column."""
         xs, unseen = encode(self.fit_preprocessing(), table, {name: keep for name, (keep, _) in parts.items()},
-                            place, by_column)
+                            place, column_major)
         for name, found in unseen.items():
             for feature, u in found.items():
                 if feature in self._unseen_said:
@@ -325,19 +325,19 @@ class TableDataModule(TensorDataModule):
                     warning=True)
         return xs
 
-    def _training_decode(self, table, parts: dict, place: Place) -> dict[str, tuple]:
+    def _training_decode(self, table, parts: dict, place: Place, column_major: bool) -> dict[str, tuple]:
         """``(x, y, global rows)`` of each part (see :data:`~lit_regression.sources.Decode`)."""
         y = self._targets_of(table[0] if isinstance(table, list) else table, place)  # before table is consumed
-        xs = self._encoded(table, parts, place, by_column=not isinstance(table, list))
+        xs = self._encoded(table, parts, place, column_major)
         return {name: (torch.from_numpy(xs[name]),
                        torch.from_numpy(np.ascontiguousarray(y if keep is None else y[keep], dtype=np.float32)),
                        torch.from_numpy(rows)) for name, (keep, rows) in parts.items()}
 
-    def _predict_decode(self, table, parts: dict, place: Place) -> dict[str, tuple]:
+    def _predict_decode(self, table, parts: dict, place: Place, column_major: bool) -> dict[str, tuple]:
         """``(x, global rows, the columns kept beside the predictions)`` of each part."""
         kept = [self.hparams.id_column] if self.hparams.id_column is not None else list(self.input_columns)
         given = (table[0] if isinstance(table, list) else table).select(kept)
-        xs = self._encoded(table, parts, place, by_column=not isinstance(table, list))
+        xs = self._encoded(table, parts, place, column_major)
         return {name: (torch.from_numpy(xs[name]), torch.from_numpy(rows),
                        given if keep is None else given.take(pa.array(keep))) for name, (keep, rows) in parts.items()}
 

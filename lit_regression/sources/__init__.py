@@ -50,9 +50,10 @@ class Holdout:
     test_path: bool = False
 
 
-# ``decode(table, parts, place)``: ``parts`` maps a name to ``(keep, rows)`` (as :class:`Block`); the result maps it
-# to the tensors of those rows. ``table`` in a list may be consumed (see :func:`~lit_regression.preprocessing.encode`)
-Decode = Callable[[Any, dict[str, tuple[np.ndarray | None, np.ndarray]], Place], dict[str, tuple]]
+# ``decode(table, parts, place, column_major)``: ``parts`` maps a name to ``(keep, rows)`` (as :class:`Block`); the
+# result maps it to the tensors of those rows, the inputs laid out a column at a time where ``column_major``. A
+# ``table`` in a list is consumed as it is encoded (see :func:`~lit_regression.preprocessing.encode`)
+Decode = Callable[[Any, dict[str, tuple[np.ndarray | None, np.ndarray]], Place, bool], dict[str, tuple]]
 
 
 class TableSource:

@@ -104,11 +104,10 @@ class MemorySource(TableSource):
             parts = {name: (None, np.arange(self.table().num_rows)) if self.takes(name) else
                      (self.positions(name), self.positions(name)) for name in names}
             place = self._place()
-            let_go = split != "predict" and not self._given
-            tables = [self.table().select(columns)]
-            if let_go:
-                self._table = None
-            for name, tensors in decode(tables, parts, place).items():
+            tables = [self.table().select(columns)]  # consumed by decode, a column at a time
+            if split != "predict" and not self._given:
+                self._table = None  # let go: read again only if its rows are predicted
+            for name, tensors in decode(tables, parts, place, False).items():
                 if name == "predict" and len(tensors) > 2:  # the rows' own columns: beside the predictions
                     tensors, given = tensors[:2], tensors[2]
                     self._columns = {c: given[c] for c in given.column_names}

@@ -111,10 +111,11 @@ class ParquetSource(TableSource):
         rows = self.split(split)
         rank, world = process_of(trainer)
 
+        # the inputs column-major: each column one contiguous write, the batches copied out of the transposed view
         def chunks(piece: Piece, mask: np.ndarray | None) -> Iterator[tuple]:
             for block in self._blocks(piece, mask, columns):
                 if len(block.rows):
-                    yield decode(block.table, {"": (block.keep, block.rows)}, block.place)[""]
+                    yield decode(block.table, {"": (block.keep, block.rows)}, block.place, True)[""]
 
         def close_the_others() -> None:  # a training epoch starts: no other split is being read any more
             for other, loader in self._loaders.items():
@@ -133,7 +134,7 @@ class ParquetSource(TableSource):
         def passes() -> Iterator[tuple]:
             for block in self.blocks("train", columns):
                 if len(block.rows):
-                    x, y, _ = decode(block.table, {"": (block.keep, block.rows)}, block.place)[""]
+                    x, y, _ = decode(block.table, {"": (block.keep, block.rows)}, block.place, True)[""]
                     yield x, y
         return passes
 
