@@ -288,6 +288,30 @@ def test_streamed_statistics_equal_numpy_over_the_training_rows(tmp_path):
     assert dm.n_train == len(train)
 
 
+def test_a_table_in_memory_and_streamed_gives_the_same_inputs_targets_and_preprocessing(tmp_path):
+    """One table path: the same rows held in memory and streamed from row groups are checked, imputed, encoded
+    and served alike (no rows held out, so that both splits take every row in order)."""
+    table = write_folder(tmp_path / "shop", sizes=(230, 170), group=64)
+    whole = pa.concat_tables([pq.read_table(tmp_path / "shop" / f"part-{k}.parquet") for k in (0, 1)])
+    pq.write_table(whole, tmp_path / "whole.parquet")
+    common = dict(target="price", batch_size=64, impute="mean", id_column="order id", val_fraction=0.0)
+    memory = TableDataModule(path=str(tmp_path / "whole.parquet"), **common)
+    stream = TableDataModule(path=str(tmp_path / "shop"), streaming=True, **common)
+    for dm in (memory, stream):
+        dm.setup("fit")
+    assert memory.feature_names == stream.feature_names and memory.n_train == stream.n_train == len(table["price"])
+    a, b = memory.fit_preprocessing(), stream.fit_preprocessing()
+    assert a.categories == b.categories and a.fill["city"] == b.fill["city"]
+    for name in ("mean", "scale"):
+        assert np.allclose(getattr(a, name), getattr(b, name), rtol=1e-12, atol=0), name
+    assert a.fill["minutes"] == pytest.approx(np.nanmean(table["minutes"].astype(float)), rel=1e-12)
+    b.fill["minutes"] = a.fill["minutes"]  # the same filled cells, bit for bit, for the comparison of the inputs
+    for split in ("train", "predict"):
+        got = [torch.cat([batch[i] for batch in loader]) for loader in
+               (getattr(dm, f"{split}_dataloader")() for dm in (memory, stream)) for i in (0, 1)]
+        assert torch.equal(got[0], got[2]) and torch.equal(got[1], got[3]), split
+
+
 def test_a_glob_and_a_single_file_are_sources_too(tmp_path):
     write_folder(tmp_path / "shop")
     whole = streamed(tmp_path / "shop")
