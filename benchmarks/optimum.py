@@ -90,7 +90,7 @@ def measure(cases: list[tuple[str, str, int, int]], reps: int) -> list[dict]:
             dm = TableDataModule(path=str(path), target=target,
                                  task="classification" if kind == "logistic" else "regression")
             dm.setup("fit")
-            frame = dm.training_table().to_pandas()  # the table as the datamodule read it
+            frame = dm.source("train").table().to_pandas()  # the table as the datamodule read it
             train = dm.split_rows["train"]
             x = frame.drop(columns=target).to_numpy(dtype=np.float64)[train]
             y = frame[target].to_numpy()[train]

@@ -6,7 +6,7 @@
   divided by the size of the table as float32 (``rows * 20 * 4`` bytes). Each fit runs in a fresh process;
   its peak RSS is the ``ru_maxrss`` that ``os.wait4`` returns for that process alone, started from a small
   launcher process (see :data:`LAUNCHER`).
-* **Load time**: read + split + encode in ``TableDataModule`` (``training_table()``, ``feature_names``,
+* **Load time**: read + split + encode in ``TableDataModule`` (``source("train").table()``, ``feature_names``,
   ``setup("fit")``, ``train_dataloader()``: what ``fit`` does before its first step) against
   ``pyarrow.csv.read_csv`` of the same file, each in a fresh process (imports, scikit-learn's included, not
   timed), interleaved.
@@ -222,7 +222,7 @@ def run_child(kind: str, path: str) -> None:
 
         with contextlib.redirect_stdout(io.StringIO()):  # the column roles
             dm = TableDataModule(path=path, target="y")
-            phase("read", dm.training_table)
+            phase("read", lambda: dm.source("train").table())
             phase("columns", lambda: dm.feature_names)
             phase("split", lambda: dm.setup("fit"))
             batches = phase("encode", dm.train_dataloader)

@@ -206,21 +206,23 @@ def fit(blocks: Iterator[tuple[int, Block]], gather: Callable[[Any], list], feat
         for piece, block in blocks:
             stats, target_stats, held = mine.setdefault(
                 piece, (ColumnStats(len(numeric)), ColumnStats(scale_targets), {m: [] for m in medians}))
-            columns = []
-            for column in numeric:  # every row of the block is checked, the kept rows counted
+            found = ColumnStats(len(numeric))
+            for j, column in enumerate(numeric):  # every row of the block checked, the kept rows counted
                 cells = numbers(block.table, column, block.place)
                 imputed = strategies.get(column, "none") != "none"
                 check(np.where(np.isnan(cells), 0.0, cells) if imputed else cells, column, block.place, "feature",
                       IMPUTE_HINT)
-                columns.append(cells if block.keep is None else cells[block.keep])
+                kept = cells if block.keep is None else cells[block.keep]
+                found.set(j, ColumnStats.of([kept]))  # a column at a time: a block in memory is the whole table
                 if column in held:
-                    held[column].append(columns[-1])
-            stats.merge(ColumnStats.of(columns))
+                    held[column].append(kept)
+            stats.merge(found)
             y = targets(block)  # checked on every row, scaled or not: a bad target stops here
             if scale_targets:
                 target_stats.merge(ColumnStats.of([t if block.keep is None else t[block.keep] for t in y.T]))
     except InputError as err:
         error = str(err)
+    pa.default_memory_pool().release_unused()  # what the pass decoded: pyarrow's pool would keep it
     parts = gather((error, mine))
     errors = [e for e, _ in parts if e]
     if errors:

@@ -232,7 +232,7 @@ class TableDataModule(TensorDataModule):
             return ParquetSource(path, name, holdout, whole, batch_size=self.batch_size, shuffle=self.shuffle,
                                  seed=self.seed, shuffle_buffer=h.shuffle_buffer, cache_dir=h.cache_dir,
                                  loaders=self._loaders)
-        labels = self._class_indices if self.task == "classification" else None
+        labels = self._targets_of if self.task == "classification" else None
         return MemorySource(path, name, holdout, whole, sep=h.sep, decimal=h.decimal, labels=labels,
                             batch_size=self.batch_size, shuffle=self.shuffle, seed=self.seed,
                             on_device=self.on_device, table=table)
@@ -289,6 +289,8 @@ class TableDataModule(TensorDataModule):
                 f"{list(self.feature_names)!r}"
             )
         self._preprocessing = loaded
+        for source in self._sources.values():  # encoded again, with this preprocessing
+            source.held.clear()
 
     def scaling(self) -> dict[str, list[float]]:
         """The standardisation fitted on the training rows, which the model applies (so that it takes the
@@ -305,9 +307,6 @@ class TableDataModule(TensorDataModule):
     def _targets_of(self, table: pa.Table, place: Place) -> np.ndarray:
         """Every row's targets, float64 ``(rows, targets)``, or class indices ``(rows, 1)``; checked."""
         return cells.targets(table, self._targets, self.classes, place)
-
-    def _class_indices(self, table: pa.Table, place: Place) -> np.ndarray:
-        return self._targets_of(table, place)
 
     def _encoded(self, table, parts: dict, place: Place, column_major: bool) -> dict[str, np.ndarray]:
         """The model inputs of each part's rows; levels not seen in training are reported once per column."""
@@ -348,11 +347,13 @@ class TableDataModule(TensorDataModule):
         return list(dict.fromkeys(list(self.input_columns) + kept))
 
     def _batches(self, split: str, train: bool = False):
+        self.fit_preprocessing()  # first: a table in memory is let go as its rows are encoded
         decode = self._predict_decode if split == "predict" else self._training_decode
         return self.source(split).loader(split, decode, self._read_columns(split), self.trainer, train)
 
     def training_chunks(self):
         """One pass over the training rows as ``(x, y)`` chunks, for the report's exact optimum."""
+        self.fit_preprocessing()
         return self.source("train").chunks(self._training_decode, self._read_columns("train"))
 
     def feature_columns(self) -> dict[str, Any] | None:
@@ -365,6 +366,7 @@ class TableDataModule(TensorDataModule):
         rows as model inputs (imputed and one-hot encoded; numbers in their units, as the model takes them)."""
         source = self._sources["rows"] = self._open(path, name, "predict", table)
         self._check_predict_columns(source)
+        self.fit_preprocessing()
         return source.tensors_of("predict", self._predict_decode, self._read_columns("predict"))[0]
 
     # --- Lightning hooks ----------------------------------------------------------------------------------------

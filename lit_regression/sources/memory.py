@@ -42,6 +42,7 @@ class MemorySource(TableSource):
         self.sep, self.decimal, self.labels = sep, decimal, labels
         self.batch_size, self.shuffle, self.seed, self.on_device = batch_size, shuffle, seed, on_device
         self._table = table
+        self.num_rows = table.num_rows if table is not None else None  # known once read
         self._given = table is not None  # rows handed over: never read again
         self._splits: dict[str, np.ndarray] | None = None
         self._columns: dict[str, Any] | None = None  # the predicted rows' columns as given
@@ -50,6 +51,7 @@ class MemorySource(TableSource):
         """The table (read once, and again after its rows were encoded, if they are asked for again)."""
         if self._table is None:
             self._table = read_table(self.path, self.name, self.sep, self.decimal)
+            self.num_rows = self._table.num_rows
         return self._table
 
     @property
@@ -81,7 +83,7 @@ class MemorySource(TableSource):
 
     def positions(self, split: str) -> np.ndarray:
         if split == "predict" and self.whole is None:
-            return np.arange(self.table().num_rows)
+            return np.arange(self.num_rows if self.num_rows is not None else self.table().num_rows)
         return self.splits()[self.resolved(split)]
 
     def blocks(self, split: str | None, columns: list[str]) -> Iterator[Block]:
@@ -112,6 +114,7 @@ class MemorySource(TableSource):
                     tensors, given = tensors[:2], tensors[2]
                     self._columns = {c: given[c] for c in given.column_names}
                 self.held[name] = tensors if name == "predict" else tensors[:2]
+            pa.default_memory_pool().release_unused()  # the table's last columns: pyarrow's pool would keep them
         return self.held.get(split)
 
     def loader(self, split: str, decode: Decode, columns: list[str], trainer, train: bool = False):
