@@ -200,6 +200,7 @@ def fit(blocks: Iterator[tuple[int, Block]], gather: Callable[[Any], list], feat
     ``place``: what messages call the training table."""
     numeric = [f for f in features if f not in categories]
     medians = [f for f in numeric if strategies.get(f) == "median"]
+    hint = IMPUTE_HINT if all(strategies.get(f, "none") == "none" for f in features) else NOT_IMPUTED_HINT
     mine: dict[int, tuple] = {}  # each piece this process read: its statistics and the cells of median columns
     error = None
     try:
@@ -211,7 +212,7 @@ def fit(blocks: Iterator[tuple[int, Block]], gather: Callable[[Any], list], feat
                 cells = numbers(block.table, column, block.place)
                 imputed = strategies.get(column, "none") != "none"
                 check(np.where(np.isnan(cells), 0.0, cells) if imputed else cells, column, block.place, "feature",
-                      IMPUTE_HINT)
+                      hint)
                 kept = cells if block.keep is None else cells[block.keep]
                 found.set(j, ColumnStats.of([kept]))  # a column at a time: a block in memory is the whole table
                 if column in held:

@@ -144,7 +144,7 @@ class TableDataModule(TensorDataModule):
         self._loaders: dict = {}  # the streamed loaders by split, last made
         self._roles: columns.Roles | None = None  # every column of the training table and its role
         self._preprocessing: Preprocessing | None = None  # fitted, or loaded from a checkpoint
-        self._unseen_said: set[str] = set()  # columns whose levels not seen in training were reported
+        self._unseen_said: set[tuple] = set()  # (table, split, column) whose unseen levels were reported
 
     # --- columns: resolved from the training table on first use, then kept in hparams (and so in checkpoints) ---
     @property
@@ -168,6 +168,7 @@ class TableDataModule(TensorDataModule):
         if self.task != "classification":
             return None
         if self.hparams.classes is None:
+            self._require_ids(self.source("train"), True)
             found = columns.distinct_labels(self.source("train"), self._targets[0])
             if len(found) < 2:
                 raise InputError(f"data.path={self.hparams.path!r}: target column {self._targets[0]!r} has a single "
@@ -202,25 +203,32 @@ class TableDataModule(TensorDataModule):
                 raise InputError(f"data.categories names {listing(unknown)}, which {'is' if len(unknown) == 1 else 'are'}"
                                  f" not among the features {listing(h.features)}")
             return
+        self._require_ids(self.source("train"), True)
         self._roles = columns.resolve(self.source("train"), self._targets, h.id_column, h.features, h.categorical,
                                       h.impute, h.categories, h.max_categories, h.decimal)
         h["features"], h["categories"] = self._roles.features, self._roles.categories
 
     # --- where the rows come from -------------------------------------------------------------------------------
     def source(self, split: str = "train") -> TableSource:
-        """The table that ``split`` reads: its own argument where given, else data.path."""
+        """The table that ``split`` reads: its own argument where given, else data.path; ``test`` without rows of
+        its own reads the validation rows."""
         h = self.hparams
+        if split == "test" and h.test_path is None and not h.test_fraction:
+            split = "val"
         arg = "rows" if split == "predict" and "rows" in self._sources else ARGUMENTS[split]
         if arg != "rows" and h.get(arg) is None:
             arg = "path"
         if arg not in self._sources:
-            source = self._open(h[arg], f"data.{arg}", None if arg == "path" else split)
-            if arg == "path":
-                source.require(self._targets, "target")
-                if h.id_column is not None:
-                    source.require([h.id_column], "id")
-            self._sources[arg] = source
+            self._sources[arg] = self._open(h[arg], f"data.{arg}", None if arg == "path" else split)
         return self._sources[arg]
+
+    def _require_ids(self, source: TableSource, targets: bool) -> None:
+        """The training table has the target columns (where ``targets``) and the id column."""
+        h = self.hparams
+        if targets:
+            source.require(self._targets, "target")
+        if h.id_column is not None:
+            source.require([h.id_column], "id")
 
     def _open(self, path: str | None, name: str, whole: str | None, table: pa.Table | None = None) -> TableSource:
         h = self.hparams
@@ -232,8 +240,7 @@ class TableDataModule(TensorDataModule):
             return ParquetSource(path, name, holdout, whole, batch_size=self.batch_size, shuffle=self.shuffle,
                                  seed=self.seed, shuffle_buffer=h.shuffle_buffer, cache_dir=h.cache_dir,
                                  loaders=self._loaders)
-        labels = self._targets_of if self.task == "classification" else None
-        return MemorySource(path, name, holdout, whole, sep=h.sep, decimal=h.decimal, labels=labels,
+        return MemorySource(path, name, holdout, whole, sep=h.sep, decimal=h.decimal, targets=self._targets_of,
                             batch_size=self.batch_size, shuffle=self.shuffle, seed=self.seed,
                             on_device=self.on_device, table=table)
 
@@ -314,9 +321,10 @@ class TableDataModule(TensorDataModule):
                             place, column_major)
         for name, found in unseen.items():
             for feature, u in found.items():
-                if feature in self._unseen_said:
+                said = (place.name, name, feature)  # once per table, split and column (a stream: not every block)
+                if said in self._unseen_said:
                     continue
-                self._unseen_said.add(feature)
+                self._unseen_said.add(said)
                 shown = f"{listing(u.shown[:5])}{', ...' if len(u.shown) > 5 else ''}"
                 rows = f"{u.rows} row{'s' * (u.rows != 1)}" if name else "rows"  # a streamed block: not all
                 say(f"{place}{f', {name} rows' if name else ''}: column {feature!r} has {rows} with categories not "
@@ -365,6 +373,7 @@ class TableDataModule(TensorDataModule):
         """Predict ``table`` (pyarrow) from now on, with the same column checks as ``predict_path``; return its
         rows as model inputs (imputed and one-hot encoded; numbers in their units, as the model takes them)."""
         source = self._sources["rows"] = self._open(path, name, "predict", table)
+        self._unseen_said = {said for said in self._unseen_said if said[0] != name}  # new rows: said again
         self._check_predict_columns(source)
         self.fit_preprocessing()
         return source.tensors_of("predict", self._predict_decode, self._read_columns("predict"))[0]
@@ -383,6 +392,10 @@ class TableDataModule(TensorDataModule):
         self._check_task()
         h = self.hparams
         if stage != "predict":
+            self._require_ids(self.source("train"), True)
+        elif self.source("predict").whole is None:  # the training table's rows: the id column beside them
+            self._require_ids(self.source("predict"), False)
+        if stage != "predict":
             self._check_rows()
             for split in ("val", "test"):  # the held-out splits' own files
                 source = self.source(split)
@@ -392,7 +405,8 @@ class TableDataModule(TensorDataModule):
             self.source("train").prepare(stage)
         if stage == "fit":
             say(self.describe_columns())
-            description = self.source("train").describe(self.batch_size, self.shuffle)
+            held_out = {split: self.source(split).rows(split) for split in ("val", "test")}
+            description = self.source("train").describe(self.batch_size, self.shuffle, held_out)
             if description is not None:
                 say(description)
         if stage == "fit" and h.predict_path is not None or stage == "predict":
@@ -405,7 +419,7 @@ class TableDataModule(TensorDataModule):
                              f"data.test_fraction={h.test_fraction!r} hold none out of data.path={h.path!r}; give a "
                              "fraction, or the rows' own files with --data.val_path / --data.test_path")
         if stage == "test" and not h.test_fraction and h.test_path is None:
-            say(f"test runs on the {self.source('train').rows('val')} validation rows: data.test_fraction is 0 (give "
+            say(f"test runs on the {self.source('val').rows('val')} validation rows: data.test_fraction is 0 (give "
                 "it a fraction to hold out rows for test alone)")
 
     def _check_rows(self) -> None:

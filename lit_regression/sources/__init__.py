@@ -139,8 +139,9 @@ class TableSource:
         (otherwise the predict batches carry them)."""
         return None
 
-    def describe(self, batch_size: int | None, shuffle: bool) -> str | None:
-        """One line on how the rows are read, split and batched, where there is more to say than the columns."""
+    def describe(self, batch_size: int | None, shuffle: bool, held_out: dict[str, int]) -> str | None:
+        """One line on how the rows are read, split and batched, where there is more to say than the columns;
+        ``held_out``: the rows of ``val`` and ``test``, from their own tables where they have them."""
         return None
 
     def prepare(self, stage: str) -> None:

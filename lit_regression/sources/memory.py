@@ -27,7 +27,9 @@ class MemorySource(TableSource):
     Args:
         path, name, holdout, whole: as :class:`~lit_regression.sources.TableSource`.
         sep, decimal: how a text table is read.
-        labels: the class index of every row of a table (``None``: not stratified), asked when the rows are split.
+        targets: the targets of every row of a table, checked (class indices for labels), asked when the rows
+            are split: a bad target cell stops the command before anything else; the labels stratify the split
+            where ``holdout.stratify``.
         batch_size, shuffle, seed: the batches; ``on_device``: keep the tensors on the accelerator.
         table: the rows themselves (then ``path`` only names them in messages).
     """
@@ -35,11 +37,11 @@ class MemorySource(TableSource):
     sample_is_whole = True
 
     def __init__(self, path: str, name: str, holdout: Holdout, whole: str | None = None, *, sep: str | None = None,
-                 decimal: str = ".", labels: Callable[[pa.Table, Place], np.ndarray] | None = None,
+                 decimal: str = ".", targets: Callable[[pa.Table, Place], np.ndarray] | None = None,
                  batch_size: int | None = None, shuffle: bool = False, seed: int = 42, on_device: bool = False,
                  table: pa.Table | None = None) -> None:
         super().__init__(path, name, holdout, whole)
-        self.sep, self.decimal, self.labels = sep, decimal, labels
+        self.sep, self.decimal, self.targets = sep, decimal, targets
         self.batch_size, self.shuffle, self.seed, self.on_device = batch_size, shuffle, seed, on_device
         self._table = table
         self.num_rows = table.num_rows if table is not None else None  # known once read
@@ -73,9 +75,9 @@ class MemorySource(TableSource):
                 self._splits = {self.whole: np.arange(n)}
             else:
                 h = self.holdout
-                labels = self.labels(self.table(), self._place()) if self.labels is not None and h.stratify else None
-                self._splits = split_rows(n, h.val_fraction, h.test_fraction, h.seed,
-                                          None if labels is None else labels[:, 0].astype(np.int64), self.place)
+                targets = self.targets(self.table(), self._place()) if self.targets is not None else None
+                labels = targets[:, 0].astype(np.int64) if targets is not None and h.stratify else None
+                self._splits = split_rows(n, h.val_fraction, h.test_fraction, h.seed, labels, self.place)
         return self._splits
 
     def rows(self, split: str) -> int:

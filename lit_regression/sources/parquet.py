@@ -138,15 +138,15 @@ class ParquetSource(TableSource):
                     yield x, y
         return passes
 
-    def describe(self, batch_size: int | None, shuffle: bool) -> str:
+    def describe(self, batch_size: int | None, shuffle: bool, held_out: dict[str, int]) -> str:
         h, files = self.holdout, self.files
         parts = [f"{self.rows('train'):,} training"]
         for split, own, fraction in (("val", h.val_path, h.val_fraction), ("test", h.test_path, h.test_fraction)):
             word = "validation" if split == "val" else "test"
             if own:
-                parts.append(f"{self.rows(split):,} {word} (data.{split}_path)")
+                parts.append(f"{held_out[split]:,} {word} (data.{split}_path)")
             elif fraction > 0:
-                parts.append(f"{self.rows(split):,} {word}")
+                parts.append(f"{held_out[split]:,} {word}")
         shuffled = f", shuffled within windows of {self.shuffle_buffer:,} rows" if shuffle else ""
         hashed = (h.val_fraction and not h.val_path) or (h.test_fraction and not h.test_path)
         how = " (held out by a hash of the row index and the seed)" if hashed else ""
