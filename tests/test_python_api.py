@@ -127,6 +127,15 @@ def test_load_predict_takes_a_dataframe_a_dict_or_a_path(trained, people):
         predictor.predict({"Customer ID": ["x"], "age": [30.0], "income (EUR)": [1.0]})
 
 
+def test_every_prediction_call_names_its_unseen_categories(trained, capsys):
+    predictor = lit_regression.load(trained / "checkpoints" / "last.ckpt")
+    row = {"Customer ID": "C9999", "age": 40.0, "city": "Berlin", "income (EUR)": 50_000.0}
+    for city in ("Berlin", "Oslo"):
+        predictor.predict({**row, "city": city})
+        err = capsys.readouterr().err
+        assert f"column 'city' has 1 row with categories not seen in training ('{city}')" in err, err
+
+
 def test_load_predict_gives_class_probabilities(people, tmp_path):
     run_cli("fit", "--model", "LogisticRegression", *TABLE, "--data.path", people / "segments.csv",
             "--data.target", "segment", "--trainer.max_epochs", "30", root=tmp_path)

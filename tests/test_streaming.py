@@ -346,6 +346,28 @@ def test_streamed_fit_reaches_the_least_squares_optimum_and_predicts_every_row_o
     assert all(ids[i] == f"o{i}" for i in range(0, len(table["price"]), 37))
 
 
+def test_held_out_tables_are_counted_tested_and_the_training_table_predicts_without_its_target(tmp_path, capsys):
+    """--data.val_path's rows are counted in the streaming line and serve ``test`` when no test rows are held out;
+    predicting the rows of data.path needs its features, not its target."""
+    write_folder(tmp_path / "shop")
+    val = pq.read_table(tmp_path / "shop" / "part-2.parquet")
+    pq.write_table(val, tmp_path / "val.parquet")
+    args = ["--model", "LinearRegression", "--data", "TableDataModule", "--data.path", tmp_path / "shop" / "part-[01].parquet",
+            "--data.target", "price", "--data.streaming", "true", "--data.batch_size", "64", "--data.impute", "mean",
+            "--data.id_column", "order id", "--data.val_path", tmp_path / "val.parquet", *QUIET]
+    run_cli("fit", *args, "--trainer.max_epochs", "1", root=tmp_path / "runs")
+    assert f"{val.num_rows:,} validation (data.val_path)" in capsys.readouterr().out
+    ckpt = versions(tmp_path / "runs")[0] / "checkpoints" / "last.ckpt"
+    tested = run_cli("test", "--ckpt_path", ckpt, *args, root=tmp_path / "test")
+    assert f"test runs on the {val.num_rows} validation rows" in capsys.readouterr().out
+    assert "test_loss" in tested.trainer.callback_metrics
+    unlabelled = tmp_path / "unlabelled.parquet"
+    pq.write_table(pq.read_table(tmp_path / "shop" / "part-0.parquet").drop_columns(["price"]), unlabelled)
+    run_cli("predict", "--ckpt_path", ckpt, "--data.path", unlabelled, root=tmp_path / "predict")
+    predicted = ds.dataset(versions(tmp_path / "predict")[0] / "predictions", format="csv").to_table()
+    assert predicted.num_rows == pq.read_metadata(unlabelled).num_rows
+
+
 def cli_process(*args, root: Path) -> subprocess.Popen:
     """test_faults' real process, with ``tests/`` on PYTHONPATH for the callbacks of streamed_callbacks."""
     return faults_process(*args, root=root, env=ENV)
