@@ -150,6 +150,19 @@ def resolve(source: TableSource, targets: list[str], id_column: str | None, feat
     return Roles(chosen, levels_by_column, counted, [roles[c] for c in names])
 
 
+def given_roles(targets: list[str], id_column: str | None, features: list[str], categories: dict[str, list]
+                ) -> list[dict[str, Any]]:
+    """The roles as the arguments give them (a checkpoint's): targets, id, features with their levels."""
+    roles = [{"column": t, "role": "target"} for t in targets]
+    if id_column is not None:
+        roles.append({"column": id_column, "role": "id"})
+    for feature in features:
+        levels = categories.get(feature)
+        roles.append({"column": feature, "role": "numeric feature"} if levels is None else
+                     {"column": feature, "role": "categorical feature", "levels": len(levels)})
+    return roles
+
+
 def describe(place: str, roles: list[dict[str, Any]]) -> str:
     """The column roles as a few aligned lines."""
     width = max(len(r["column"]) for r in roles) + 2

@@ -181,14 +181,7 @@ class TableDataModule(TensorDataModule):
         was not read)."""
         if self._roles is not None:
             return self._roles.roles
-        roles = [{"column": t, "role": "target"} for t in self._targets]
-        if self.hparams.id_column is not None:
-            roles.append({"column": self.hparams.id_column, "role": "id"})
-        for feature in self.input_columns:
-            levels = self.hparams.categories.get(feature)
-            roles.append({"column": feature, "role": "numeric feature"} if levels is None else
-                         {"column": feature, "role": "categorical feature", "levels": len(levels)})
-        return roles
+        return columns.given_roles(self._targets, self.hparams.id_column, self.input_columns, self.hparams.categories)
 
     def describe_columns(self) -> str:
         return columns.describe(f"data.path={self.hparams.path!r}", self.column_roles())
@@ -390,28 +383,28 @@ class TableDataModule(TensorDataModule):
         # the rows are read and encoded when a dataloader is asked for: Lightning loads the checkpoint's
         # preprocessing (load_state_dict) after setup
         self._check_task()
-        h = self.hparams
-        if stage != "predict":
-            self._require_ids(self.source("train"), True)
-        elif self.source("predict").whole is None:  # the training table's rows: the id column beside them
-            self._require_ids(self.source("predict"), False)
-        if stage != "predict":
-            self._check_rows()
-            for split in ("val", "test"):  # the held-out splits' own files
-                source = self.source(split)
-                if source.whole is not None:
-                    source.require(list(self.input_columns), "feature")
-                    source.require(self._targets, "target")
-            self.source("train").prepare(stage)
+        h, train = self.hparams, self.source("train")
+        if stage == "predict":
+            if self.source("predict").whole is None:  # the training table's rows: the id column beside them
+                self._require_ids(train, False)
+            self._check_predict_columns(self.source("predict"))
+            return
+        self._require_ids(train, True)
+        if not train.rows("train"):
+            raise InputError(f"data.val_fraction={h.val_fraction!r} and data.test_fraction={h.test_fraction!r} leave "
+                             f"no training rows out of the {train.rows('predict')} of data.path={h.path!r}")
+        for source in (self.source("val"), self.source("test")):  # the held-out splits' own files
+            if source.whole is not None:
+                source.require(list(self.input_columns), "feature")
+                source.require(self._targets, "target")
+        train.prepare(stage)
         if stage == "fit":
             say(self.describe_columns())
             held_out = {split: self.source(split).rows(split) for split in ("val", "test")}
-            description = self.source("train").describe(self.batch_size, self.shuffle, held_out)
+            description = train.describe(self.batch_size, self.shuffle, held_out)
             if description is not None:
                 say(description)
-        if stage == "fit" and h.predict_path is not None or stage == "predict":
             self._check_predict_columns(self.source("predict"))  # a bad predict file fails before training
-        if stage == "fit":
             self._check_processes()
         split = {"validate": "val", "test": "test"}.get(stage)
         if split is not None and not self.source(split).rows(split):
@@ -421,14 +414,6 @@ class TableDataModule(TensorDataModule):
         if stage == "test" and not h.test_fraction and h.test_path is None:
             say(f"test runs on the {self.source('val').rows('val')} validation rows: data.test_fraction is 0 (give "
                 "it a fraction to hold out rows for test alone)")
-
-    def _check_rows(self) -> None:
-        source = self.source("train")
-        if not source.rows("train"):
-            h = self.hparams
-            raise InputError(f"data.val_fraction={h.val_fraction!r} and data.test_fraction={h.test_fraction!r} "
-                             f"leave no training rows out of the {source.rows('predict')} of "
-                             f"data.path={h.path!r}")
 
     def _check_predict_columns(self, source: TableSource) -> None:
         """The table to predict has the feature columns (and the id column); its other columns are named in one
