@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from lit_regression.cells import no_empty_label
 from lit_regression.errors import InputError
 from lit_regression.preprocessing import fit_levels
 from lit_regression.sources import TableSource
@@ -51,8 +52,6 @@ def count_levels(source: TableSource, columns: list[str], limit: int) -> tuple[d
 def distinct_labels(source: TableSource, column: str) -> list:
     """The distinct labels of ``column`` over every row of the training table, sorted (numbers before text); an
     empty label is an error naming its row."""
-    from lit_regression.cells import no_empty_label
-
     labels: set = set()
     for block in source.blocks(None, [column]):
         no_empty_label(block.table, column, block.place)
@@ -98,8 +97,8 @@ def resolve(source: TableSource, targets: list[str], id_column: str | None, feat
     forced = set(categorical or [])
     given_levels = dict(categories or {})
     kinds = {column: kind(table[column], column in given_levels, column in forced) for column in candidates}
-    counted, stopped = count_levels(source, [c for c, k in kinds.items() if k == "categorical" and c not in given_levels],
-                           max_categories)
+    to_count = [c for c, k in kinds.items() if k == "categorical" and c not in given_levels]
+    counted, stopped = count_levels(source, to_count, max_categories)
     roles: dict[str, dict[str, Any]] = {}
     chosen, levels_by_column = [], {}
     for column in candidates:

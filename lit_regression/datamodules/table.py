@@ -335,17 +335,19 @@ class TableDataModule(TensorDataModule):
 
     def _predict_decode(self, table, parts: dict, place: Place, column_major: bool) -> dict[str, tuple]:
         """``(x, global rows, the columns kept beside the predictions)`` of each part."""
-        kept = [self.hparams.id_column] if self.hparams.id_column is not None else list(self.input_columns)
-        given = (table[0] if isinstance(table, list) else table).select(kept)
+        given = (table[0] if isinstance(table, list) else table).select(self._kept())
         xs = self._encoded(table, parts, place, column_major)
         return {name: (torch.from_numpy(xs[name]), torch.from_numpy(rows),
                        given if keep is None else given.take(pa.array(keep))) for name, (keep, rows) in parts.items()}
 
+    def _kept(self) -> list[str]:
+        """The columns written beside the predictions: the id column, else the features."""
+        return [self.hparams.id_column] if self.hparams.id_column is not None else list(self.input_columns)
+
     def _read_columns(self, split: str) -> list[str]:
         if split != "predict":
             return list(self.input_columns) + self._targets
-        kept = [self.hparams.id_column] if self.hparams.id_column is not None else []
-        return list(dict.fromkeys(list(self.input_columns) + kept))
+        return list(dict.fromkeys(list(self.input_columns) + self._kept()))
 
     def _batches(self, split: str, train: bool = False):
         self.fit_preprocessing()  # first: a table in memory is let go as its rows are encoded

@@ -105,8 +105,8 @@ class MemorySource(TableSource):
         """The tensors of ``split``: the training splits are decoded together, the table let go as they are."""
         if split not in self.held:
             names = ["predict"] if split == "predict" else [s for s in SPLITS if s in self.splits()]
-            parts = {name: (None, np.arange(self.table().num_rows)) if self.takes(name) else
-                     (self.positions(name), self.positions(name)) for name in names}
+            every = np.arange(self.table().num_rows)
+            parts = {name: (None, every) if self.takes(name) else (self.positions(name),) * 2 for name in names}
             place = self._place()
             tables = [self.table().select(columns)]  # consumed by decode, a column at a time
             if split != "predict" and not self._given:
