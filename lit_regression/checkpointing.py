@@ -33,7 +33,6 @@ import random
 import re
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 
 from lit_regression.errors import InputError, say
+from lit_regression.files import atomic
 from lit_regression.hooks import OwnHooks
 
 LOGS = "lightning_logs"
@@ -60,68 +60,13 @@ def _is_local(path) -> bool:
     return "://" not in str(path) or str(path).startswith("file://")
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-UMASK = _umask()
-
-
-def _remove_stale_temporaries(folder: str, name: str) -> None:
-    """Temporary files of ``name`` left by writers that were killed (their process no longer exists)."""
-    if os.name != "posix":  # os.kill(pid, 0) is no existence test elsewhere
-        return
-    prefix = f".{name}."
-    try:
-        entries = os.listdir(folder)
-    except OSError:
-        return
-    for entry in entries:
-        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
-            continue
-        pid = entry[len(prefix) : -len(".tmp")].split(".")[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            try:
-                os.remove(os.path.join(folder, entry))
-            except OSError:
-                pass
-        except OSError:  # exists but is not ours (PermissionError): leave it
-            pass
-
-
 def atomic_torch_save(obj: Any, path: str, fsync: bool = True, clean: bool = True) -> None:
     """``torch.save(obj, path)`` such that ``path`` holds either its old content or the complete new one.
 
     ``fsync`` flushes the new file to the disk before the rename (survives a power failure, not only a killed
     process); ``clean`` first removes temporary files of ``path`` that killed writers left behind."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    name = os.path.basename(path)
-    os.makedirs(folder, exist_ok=True)
-    if clean:
-        _remove_stale_temporaries(folder, name)
-    # a hidden name that does not end in .ckpt, so that no checkpoint search ever picks it up
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it private; a checkpoint gets the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic(path, fsync=fsync, clean=clean) as f:
+        torch.save(obj, f)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

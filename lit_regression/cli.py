@@ -30,6 +30,7 @@ from lit_regression.checkpointing import (Interrupted, RandomState, ResumableChe
                                           with_atomic_io)
 from lit_regression.datamodules import TensorDataModule
 from lit_regression.errors import InputError, say
+from lit_regression.files import refused_write
 from lit_regression.hooks import OwnHooks
 from lit_regression.logger import RunLogger
 from lit_regression.models import LitModel
@@ -499,6 +500,9 @@ def _user_error(err: BaseException) -> str | None:
         return str(cause)
     if isinstance(err, ArgumentError):
         return _argument_message(err)
+    refused = refused_write(err)
+    if refused is not None:
+        return str(refused)
     return _missing_package(err)
 
 

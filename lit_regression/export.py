@@ -23,6 +23,7 @@ import torch
 
 from lit_regression.checkpointing import read_checkpoint
 from lit_regression.errors import InputError
+from lit_regression.files import atomic
 
 WEIGHTS_FILE = "weights.pt"
 
@@ -30,8 +31,8 @@ WEIGHTS_FILE = "weights.pt"
 def export_weights(model: torch.nn.Module, path: str | os.PathLike) -> str:
     """Write ``model.state_dict()`` (tensors only, on the CPU) to ``path`` with ``torch.save``; return the path."""
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save(state, path)
+    with atomic(path) as f:
+        torch.save(state, f)
     return str(path)
 
 

@@ -11,6 +11,8 @@ from lightning.fabric.utilities.logger import _add_prefix, _convert_params, _fla
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from lit_regression.files import WriteError, make_folder
+
 
 class RunLogger(TensorBoardLogger):
     """``TensorBoardLogger`` that creates ``version_N`` with ``os.mkdir`` (atomic) on the first process, so two
@@ -46,13 +48,15 @@ class RunLogger(TensorBoardLogger):
         if rank_zero_only.rank != 0:
             return version
         root = self.root_dir
-        os.makedirs(root, exist_ok=True)
+        make_folder(root)
         while True:
             try:
                 os.mkdir(os.path.join(root, f"version_{version}"))
                 return version
             except FileExistsError:
                 version += 1
+            except OSError as err:
+                raise WriteError(os.path.join(root, f"version_{version}"), err, folder=True) from None
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from lit_regression.checkpointing import unused_path
+from lit_regression.files import make_folder, write_bytes
 from lit_regression.hooks import OwnHooks
 
 if TYPE_CHECKING:
@@ -108,14 +109,13 @@ class Plots(OwnHooks, L.Callback):
         figures = self.figures(trainer, pl_module)
         folder = unused_path(os.path.join(log_dir, self.dirname), self._written)
         self._written.add(folder)
-        os.makedirs(folder, exist_ok=True)
+        make_folder(folder)
         self.paths = {}
         for name, figure in figures.items():  # drawn and encoded once: the same PNG goes to the file and TensorBoard
             pixels = figure_pixels(figure, self.dpi)
             png = png_bytes(pixels, self.dpi)
             self.paths[name] = os.path.join(folder, f"{name}.png")
-            with open(self.paths[name], "wb") as f:
-                f.write(png)
+            write_bytes(self.paths[name], png)
             if self.tensorboard:
                 log_image(trainer, f"figures/{name}", pixels, png)
 

@@ -4,6 +4,7 @@ by pyarrow."""
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from typing import Any
 
 import lightning as L
@@ -12,6 +13,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lit_regression.checkpointing import unused_path
 from lit_regression.errors import InputError
+from lit_regression.files import atomic, make_folder
 from lit_regression.hooks import OwnHooks
 
 
@@ -66,7 +68,7 @@ class PredictionWriter(OwnHooks, BasePredictionWriter):
             folder = unused_path(os.path.join(log_dir, stem), self._written) if trainer.is_global_zero else None
             self.path = folder = trainer.strategy.broadcast(folder)
             self._written.add(folder)
-            os.makedirs(folder, exist_ok=True)
+            make_folder(folder)
             self._part = PartWriter(os.path.join(folder, f"part-{trainer.global_rank:05d}{ext}"))
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx: int,
@@ -141,22 +143,25 @@ def table(datamodule, rows: torch.Tensor, outputs: torch.Tensor, given=None):
 
 class PartWriter:
     """A table written batch by batch into ``path``: Parquet where it ends in ``.parquet`` (a row group per
-    batch), else CSV with one header; the file is created with the first batch."""
+    batch), else CSV with one header; the file appears, complete, when it is closed (see
+    :func:`~lit_regression.files.atomic`)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._file = ExitStack()
         self._writer = None
 
     def write(self, data) -> None:
         if self._writer is None:
+            sink = self._file.enter_context(atomic(self.path))
             if self.path.endswith(".parquet"):
                 import pyarrow.parquet as pq
 
-                self._writer = pq.ParquetWriter(self.path, data.schema)
+                self._writer = pq.ParquetWriter(sink, data.schema)
             else:
                 import pyarrow.csv as pcsv
 
-                self._writer = pcsv.CSVWriter(self.path, data.schema,
+                self._writer = pcsv.CSVWriter(sink, data.schema,
                                               write_options=pcsv.WriteOptions(quoting_style="needed"))
         self._writer.write_table(data)
 
@@ -164,6 +169,7 @@ class PartWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        self._file.close()
 
 
 CSV_CHUNK = 1 << 17  # rows encoded by one thread at a time
@@ -178,7 +184,8 @@ def write_table(data, path: str) -> None:
     if path.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        pq.write_table(data, path)
+        with atomic(path) as f:
+            pq.write_table(data, f)
         return
     import pyarrow as pa
     import pyarrow.csv as pcsv
@@ -192,7 +199,7 @@ def write_table(data, path: str) -> None:
 
     starts = list(range(0, max(data.num_rows, 1), CSV_CHUNK))
     workers = min(len(starts), os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool, open(path, "wb") as f:
+    with ThreadPoolExecutor(workers) as pool, atomic(path) as f:
         for window in range(0, len(starts), 2 * workers):  # at most 2 x workers chunks held at once
             for part in pool.map(encode, starts[window:window + 2 * workers]):
                 f.write(part)

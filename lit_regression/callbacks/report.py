@@ -16,6 +16,7 @@ from lit_regression.callbacks.convergence import Convergence
 from lit_regression.checkpointing import unused_path
 from lit_regression.errors import say, write_line
 from lit_regression.export import export_weights
+from lit_regression.files import make_folder, write_bytes
 from lit_regression.hooks import OwnHooks
 from lit_regression.newton import Newton
 from lit_regression.optimum import Chunks, Moments, Optimum, as_theta, least_squares_optimum, logistic_optimum
@@ -156,7 +157,7 @@ class ParameterReport(OwnHooks, L.Callback):
         self.report = self.build(trainer, pl_module, stage)
         self.report["stage"] = stage
         self.report["epochs"] = trainer.current_epoch
-        os.makedirs(log_dir, exist_ok=True)
+        make_folder(log_dir)
         if stage == "fit" and self.weights:
             weights = unused_path(os.path.join(log_dir, self.weights), self._written)
             self.report["weights_file"] = export_weights(pl_module, weights)
@@ -164,8 +165,7 @@ class ParameterReport(OwnHooks, L.Callback):
         write_line(format_report(self.report), sys.stdout)  # above a progress bar, not glued to it
         self.path = unused_path(os.path.join(log_dir, self.filename), self._written)
         self._written.add(self.path)
-        with open(self.path, "w") as f:
-            json.dump(self.report, f, indent=2)
+        write_bytes(self.path, json.dumps(self.report, indent=2).encode())
         optimization = self.report.get("optimization") or {}
         if optimization.get("relative_gap") is not None:
             for logger in trainer.loggers:
