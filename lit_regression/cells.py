@@ -15,9 +15,11 @@ import numpy as np
 import pyarrow as pa
 
 from lit_regression.errors import InputError
-from lit_regression.tables import is_number, is_text, listing, mostly_numeric, type_name, values
+from lit_regression.tables import (UTF8, TextFormat, as_float, is_number, is_text, listing, mostly_numeric, number_hint,
+                                   type_name, values)
 
 TARGET_HINT = "fill in or drop that row"
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest number a model input can hold
 
 
 def missing(cells: np.ndarray) -> np.ndarray:
@@ -39,8 +41,8 @@ class Place:
     path: str
     where: Callable[[int], str]
 
-    def __str__(self) -> str:
-        return f"{self.name}={self.path!r}"
+    def __str__(self) -> str:  # rows handed over in Python are named alone
+        return self.name if self.path == self.name else f"{self.name}={self.path!r}"
 
 
 def numbers(table: pa.Table, column: str, place: Place, what: str = "feature") -> np.ndarray:
@@ -48,7 +50,7 @@ def numbers(table: pa.Table, column: str, place: Place, what: str = "feature") -
     file, the column and the row."""
     data = table[column]
     if is_number(data) or pa.types.is_boolean(data.type):
-        return data.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return as_float(data)
     if not is_text(data):
         raise InputError(f"{place}: {what} column {column!r} holds {type_name(data)}; {what} columns must hold numbers")
     import pandas as pd
@@ -63,6 +65,11 @@ def numbers(table: pa.Table, column: str, place: Place, what: str = "feature") -
     return parsed.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+def in_range(cells: np.ndarray) -> bool:
+    """Whether every cell of a float column is a finite number that float32 holds (NaN is not)."""
+    return bool(len(cells) == 0 or np.abs(cells).max() <= FLOAT32_MAX)
+
+
 def features(table: pa.Table, column: str, categorical: bool, place: Place) -> np.ndarray:
     """A feature column's cells: float64 for a numeric feature, the values for a categorical one."""
     return values(table[column]) if categorical else numbers(table, column, place)
@@ -74,12 +81,14 @@ def check(cells: np.ndarray, column: str, place: Place, what: str, hint: str) ->
     if gaps.any():
         i = int(np.flatnonzero(gaps)[0])
         raise InputError(f"{place}: {what} column {column!r} has an empty (or NaN) cell at {place.where(i)}; {hint}")
-    if cells.dtype.kind == "f":
-        bad = np.flatnonzero(~np.isfinite(cells))
-        if len(bad):
-            i = int(bad[0])
-            raise InputError(f"{place}: {what} column {column!r} has the non-finite value {cells[i]} at "
-                             f"{place.where(i)}; fill in or drop that row")
+    if cells.dtype.kind == "f" and not in_range(cells):
+        i = int(np.flatnonzero(~(np.abs(cells) <= FLOAT32_MAX))[0])
+        if np.isfinite(cells[i]):
+            raise InputError(f"{place}: {what} column {column!r} has the value {cells[i]:g} at {place.where(i)}, "
+                             f"beyond what a float32 holds (+-{FLOAT32_MAX:.3g}); rescale the column, or fix or "
+                             "drop that row")
+        raise InputError(f"{place}: {what} column {column!r} has the non-finite value {cells[i]} at "
+                         f"{place.where(i)}; fill in or drop that row")
 
 
 def key(label: Any) -> Any:
@@ -99,13 +108,18 @@ def no_empty_label(table: pa.Table, column: str, place: Place) -> None:
         raise InputError(f"{place}: target column {column!r} has an empty (or NaN) label at {place.where(i)}")
 
 
-def targets(table: pa.Table, names: list[str], classes: list | None, place: Place) -> np.ndarray:
+def targets(table: pa.Table, names: list[str], classes: list | None, place: Place, text: TextFormat = UTF8
+            ) -> np.ndarray:
     """The targets of every row: float64 ``(rows, targets)`` for regression (``classes`` ``None``), or the class
-    index of each label ``(rows, 1)``; every cell is checked."""
+    index of each label ``(rows, 1)``; every cell is checked (``text``: how the table was read, for the hint on
+    numbers it could not read)."""
     if classes is None:
         out = np.empty((table.num_rows, len(names)), dtype=np.float64)
         for j, column in enumerate(names):
             data = table[column]
+            hint = number_hint(data, text)
+            if hint is not None:
+                raise InputError(f"{place}: target column {column!r} {hint}")
             if is_text(data) and not mostly_numeric(data):
                 sample = listing(data.drop_null().unique().to_pylist()[:3])
                 raise InputError(f"{place}: target column {column!r} holds text ({sample}, ...), which a "

@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow as pa
 
 from lit_regression.cells import no_empty_label
-from lit_regression.errors import InputError
+from lit_regression.errors import InputError, say
 from lit_regression.preprocessing import fit_levels
 from lit_regression.sources import TableSource
-from lit_regression.tables import decimal_commas, is_number, is_text, listing, mostly_numeric, type_name, values
+from lit_regression.tables import TextFormat, is_number, number_hint, is_text, listing, mostly_numeric, type_name, values
 
 
 def kind(data: pa.ChunkedArray, given_levels: bool, forced: bool) -> str | None:
@@ -25,6 +25,18 @@ def kind(data: pa.ChunkedArray, given_levels: bool, forced: bool) -> str | None:
     if forced or is_text(data) or pa.types.is_boolean(data.type):
         return "categorical"
     return None
+
+
+def widest_integer(data: pa.ChunkedArray) -> int | None:
+    """The largest magnitude of an integer column whose values go beyond 2^53 (where float64 stops telling whole
+    numbers apart), else ``None``."""
+    if not pa.types.is_integer(data.type) or data.null_count == len(data):
+        return None
+    import pyarrow.compute as pc
+
+    bounds = pc.min_max(data)
+    wide = max(abs(bounds["min"].as_py()), abs(bounds["max"].as_py()))
+    return wide if wide > 2**53 else None
 
 
 def count_levels(source: TableSource, columns: list[str], limit: int) -> tuple[dict[str, Counter], set[str]]:
@@ -76,7 +88,7 @@ class Roles:
 
 def resolve(source: TableSource, targets: list[str], id_column: str | None, features: list[str] | None,
             categorical: list[str] | None, impute: Any, categories: dict[str, list] | None,
-            max_categories: int, decimal: str) -> Roles:
+            max_categories: int, text: TextFormat) -> Roles:
     """Decide each column's role (the data module's arguments of the same names): a column of numbers (or
     of text that is mostly numbers) is numeric; text, true/false and the ``categorical`` columns are categorical,
     with the sorted values of the training rows as levels (one level, none, or more than ``max_categories``:
@@ -103,12 +115,20 @@ def resolve(source: TableSource, targets: list[str], id_column: str | None, feat
     chosen, levels_by_column = [], {}
     for column in candidates:
         data, k = table[column], kinds[column]
-        if k == "categorical" and column not in forced and decimal == "." and decimal_commas(data):
-            raise InputError(f"{place}: column {column!r} holds numbers with a decimal comma "
-                             f"({data.drop_null()[0]}): add --data.decimal ','")
+        hint = number_hint(data, text) if k == "categorical" and column not in forced else None
+        if hint is not None:
+            raise InputError(f"{place}: column {column!r} {hint}")
         reason = None
+        wide = widest_integer(data)
         if k is None:
             reason = f"holds {type_name(data)}"
+        elif k == "numeric" and wide is not None:
+            if not explicit:
+                reason = (f"holds whole numbers beyond 2^53 ({wide}), which floats cannot tell apart: an identifier? "
+                          "name it with --data.id_column, or in data.features to use it as a rounded number")
+            else:
+                say(f"{place}: feature column {column!r} holds whole numbers beyond 2^53 ({wide}): used as floats, "
+                    "rounded to 7 significant digits (float32 inputs)", warning=True)
         elif k == "numeric":  # else the pass of statistics finds a column without values
             if source.sample_is_whole and is_number(data) and (data.null_count == len(data) or
                                                                np.isnan(values(data)).all()):

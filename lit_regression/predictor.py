@@ -41,6 +41,26 @@ def _class(hparams: dict | None, what: str, path: str) -> type:
     return lit_class(class_path, what)
 
 
+def _arrow(frame: Any):
+    """A pandas DataFrame as a pyarrow Table, column by column: a column that mixes numbers and text (an object
+    column) becomes text, each value as it is written, so that the cell check names a value that is not a
+    number, and a category column treats it as a level."""
+    import pyarrow as pa
+
+    columns = {}
+    for name in frame.columns:
+        data = frame[name]
+        try:
+            columns[str(name)] = pa.array(data, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            columns[str(name)] = pa.array([None if _missing(v) else str(v) for v in data], pa.string())
+    return pa.table(columns)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
 class Predictor:
     """A trained model (in eval mode, on the CPU) and the datamodule that encodes its rows.
 
@@ -74,17 +94,19 @@ class Predictor:
 
         if isinstance(rows, (str, os.PathLike)):
             path = os.fspath(rows)
-            table = read_table(path, "path", dm.hparams.sep, dm.hparams.decimal)
+            table = read_table(path, "path", dm.text_format)
             return dm.predict_rows(table, path, "path")
+        if isinstance(rows, Mapping):
+            import pandas as pd
+
+            try:
+                rows = pd.DataFrame({str(k): _column(v) for k, v in rows.items()})
+            except (TypeError, ValueError) as err:
+                raise InputError(f"rows: the columns do not make a table ({err})") from None
         if isinstance(rows, pa.Table):
             table = rows
         elif hasattr(rows, "columns") and hasattr(rows, "to_numpy"):  # a pandas DataFrame
-            table = pa.Table.from_pandas(rows, preserve_index=False)
-        elif isinstance(rows, Mapping):
-            try:
-                table = pa.table({str(k): _column(v) for k, v in rows.items()})
-            except (pa.ArrowException, TypeError, ValueError) as err:
-                raise InputError(f"rows: the columns do not make a table ({err})") from None
+            table = _arrow(rows)
         else:
             raise InputError(f"rows of type {type(rows).__name__}: expected a pandas DataFrame, a dict of columns, "
                              "a pyarrow Table or the path of a .csv/.tsv/.parquet file")

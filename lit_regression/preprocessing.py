@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lit_regression.cells import Place, check, features as feature_cells, missing, numbers
+from lit_regression.cells import Place, check, features as feature_cells, in_range, missing, numbers
 from lit_regression.errors import InputError
 from lit_regression.sources import Block
 
@@ -59,12 +59,31 @@ def fit_levels(values: np.ndarray) -> list:
     return [plain(v) for v in encoder.categories_[0]]
 
 
+def like_levels(values: np.ndarray, levels: list) -> np.ndarray:
+    """A categorical column's cells as the same kind of values as its levels, where the table to predict has
+    another (numbers in a column whose levels are text, or text where they are numbers): a number is the text it
+    is written as (``7``, not ``7.0``), a text cell the number it spells; what has no such form matches no level."""
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels)
+    if numeric and values.dtype.kind != "f":
+        import pandas as pd
+
+        as_text = pd.Series(values, dtype=object).map(lambda v: v if isinstance(v, str) else None)
+        parsed = pd.to_numeric(as_text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        numbers = np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+                            for v in values], dtype=np.float64)
+        return np.where(np.isnan(numbers), parsed, numbers)  # NaN: no level (the gaps are filled by now)
+    if not numeric and values.dtype.kind == "f":
+        return np.array([str(plain(v)) for v in values], dtype=object)
+    return values
+
+
 def one_hot(values: np.ndarray, levels: list) -> tuple[np.ndarray, np.ndarray]:
     """float32 ``(rows, levels)`` 0/1 columns and the mask of rows whose value is not a level (all zeros)."""
     from sklearn.preprocessing import OneHotEncoder
 
     if len(values) == 0:  # a split without rows (no validation rows, say): scikit-learn refuses to transform it
         return np.zeros((0, len(levels)), dtype=np.float32), np.zeros(0, dtype=bool)
+    values = like_levels(values, levels)
     known = np.asarray(levels, dtype=np.float64 if values.dtype.kind == "f" else object)
     encoder = OneHotEncoder(categories=[known], handle_unknown="ignore", sparse_output=False, dtype=np.float32)
     block = encoder.fit(known.reshape(-1, 1)).transform(values.reshape(-1, 1))
@@ -190,12 +209,14 @@ NOT_IMPUTED_HINT = "fill it in or drop that row (this column is not imputed)"
 
 def fit(blocks: Iterator[tuple[int, Block]], gather: Callable[[Any], list], features: list[str],
         categories: dict[str, list], levels: dict[str, Counter], strategies: dict[str, str], standardize: bool,
-        targets: Callable[[Block], np.ndarray], scale_targets: int, rows: int, place: str) -> Preprocessing:
+        targets: Callable[[Block], np.ndarray], regression: list[str], scale_targets: bool, rows: int,
+        place: str) -> Preprocessing:
     """The preprocessing of ``features`` fitted on one pass over the training rows: ``blocks`` gives this
     process's ``(piece, block)`` of them (the blocks' numeric columns are read, every row checked, the kept rows
     counted) and ``gather`` every process's statistics, merged in piece order: the same bits on any number of
     processes. ``levels`` counts each categorical column's values (its most frequent level fills its gaps).
-    ``targets(block)`` checks a block's targets; ``scale_targets`` of them (0: none) are standardised. A median
+    ``targets(block)`` checks a block's targets; the ``regression`` ones (their names; none for classes) are
+    standardised where ``scale_targets``, and one with the same value in every row is an error. A median
     needs every value: its columns' training cells are kept until the pass ends. ``rows``: training rows in all;
     ``place``: what messages call the training table."""
     numeric = [f for f in features if f not in categories]
@@ -206,7 +227,7 @@ def fit(blocks: Iterator[tuple[int, Block]], gather: Callable[[Any], list], feat
     try:
         for piece, block in blocks:
             stats, target_stats, held = mine.setdefault(
-                piece, (ColumnStats(len(numeric)), ColumnStats(scale_targets), {m: [] for m in medians}))
+                piece, (ColumnStats(len(numeric)), ColumnStats(len(regression)), {m: [] for m in medians}))
             found = ColumnStats(len(numeric))
             for j, column in enumerate(numeric):  # every row of the block checked, the kept rows counted
                 cells = numbers(block.table, column, block.place)
@@ -219,7 +240,7 @@ def fit(blocks: Iterator[tuple[int, Block]], gather: Callable[[Any], list], feat
                     held[column].append(kept)
             stats.merge(found)
             y = targets(block)  # checked on every row, scaled or not: a bad target stops here
-            if scale_targets:
+            if regression:
                 target_stats.merge(ColumnStats.of([t if block.keep is None else t[block.keep] for t in y.T]))
     except InputError as err:
         error = str(err)
@@ -231,10 +252,15 @@ def fit(blocks: Iterator[tuple[int, Block]], gather: Callable[[Any], list], feat
     merged: dict[int, tuple] = {}
     for _, part in parts:
         merged.update(part)
-    stats, target_stats = ColumnStats(len(numeric)), ColumnStats(scale_targets)
+    stats, target_stats = ColumnStats(len(numeric)), ColumnStats(len(regression))
     for i in sorted(merged):
         stats.merge(merged[i][0])
         target_stats.merge(merged[i][1])
+    for j, name in enumerate(regression):
+        spread = np.sqrt(target_stats.m2[j] / max(target_stats.n[j], 1))
+        if target_stats.n[j] > 1 and spread <= 1e-12 * abs(target_stats.mean[j]):  # rounding's deviations aside
+            raise InputError(f"{place}: target column {name!r} has the value {plain(target_stats.mean[j])!r} in every "
+                             "training row: there is nothing to learn", everywhere=True)
     out = Preprocessing(features, categories)
     mean, scale = [], []
     for feature in features:
@@ -305,7 +331,7 @@ def encode(state: Preprocessing, table: pa.Table | list[pa.Table], parts: dict[s
         if consume:  # hand the column's buffers back: pyarrow's allocator would keep them for itself
             table = table.drop_columns([feature])
             pa.default_memory_pool().release_unused()
-        if categorical or not np.isfinite(cells).all():  # else (the common case) nothing to fill or refuse
+        if categorical or not in_range(cells):  # else (the common case) nothing to fill or refuse
             cells = state.filled(feature, cells)
             check(cells, feature, place, "feature", hint)
         for name, rows in parts.items():

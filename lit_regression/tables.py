@@ -10,6 +10,7 @@ Every failure is an :class:`InputError` that names the argument, the file and wh
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import os
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from lit_regression.errors import InputError
+from lit_regression.errors import InputError, say
 
 PARQUET = (".parquet", ".pq")
 DELIMITERS = {".tsv": "\t", ".tab": "\t"}  # everything else that is not Parquet: comma, unless --data.sep says
@@ -67,7 +68,22 @@ def absolute_path(path: str | None) -> str | None:
     return os.path.abspath(os.path.expanduser(path))
 
 
-def read_table(path: str | None, name: str, sep: str | None = None, decimal: str = ".") -> pa.Table:
+@dataclass(frozen=True)
+class TextFormat:
+    """How a text table is written (the data module's arguments of the same names): the delimiter (``None``: by
+    the file's extension), the decimal mark, the mark between groups of thousands (``None``: none) and the
+    file's encoding."""
+
+    sep: str | None
+    decimal: str
+    thousands: str | None
+    encoding: str
+
+
+UTF8 = TextFormat(None, ".", None, "utf-8")  # for tables that are not text files (Parquet) and tests
+
+
+def read_table(path: str | None, name: str, text: TextFormat = UTF8) -> pa.Table:
     """Read the table at ``path`` (the value of the argument ``name``) into a pyarrow Table with unique,
     whitespace-trimmed column names and dense (not dictionary-encoded) columns; empty text cells are nulls."""
     if path is None:
@@ -85,7 +101,7 @@ def read_table(path: str | None, name: str, sep: str | None = None, decimal: str
         except (pa.ArrowException, OSError) as err:
             raise InputError(f"{name}={path!r} is not a Parquet file ({str(err).splitlines()[0]})") from None
     else:
-        table = _read_delimited(path, name, delimiter(path, sep), decimal)
+        table = _read_delimited(path, name, delimiter(path, text.sep), text)
     names = [str(c).strip() for c in table.column_names]
     seen: dict[str, int] = {}
     for i, column in enumerate(names):
@@ -99,15 +115,23 @@ def read_table(path: str | None, name: str, sep: str | None = None, decimal: str
     return dense(table)
 
 
-def _read_delimited(path: str, name: str, sep: str, decimal: str) -> pa.Table:
+def _read_delimited(path: str, name: str, sep: str, text: TextFormat) -> pa.Table:
     import pyarrow.csv as pcsv
 
+    utf8 = codecs.lookup(text.encoding).name == "utf-8"
+    read = pcsv.ReadOptions(encoding="utf8" if utf8 else text.encoding)
     parse = pcsv.ParseOptions(delimiter=sep)
-    convert = pcsv.ConvertOptions(strings_can_be_null=True, decimal_point=decimal)
+    convert = pcsv.ConvertOptions(strings_can_be_null=True, decimal_point=text.decimal)
     try:
-        table = _read_typed(pcsv, path, parse, convert)
+        table = _read_typed(pcsv, path, read, parse, convert)
         if table is None:  # the first block's types do not hold for the whole file: let pyarrow infer them all
-            table = pcsv.read_csv(path, parse_options=parse, convert_options=convert)
+            table = pcsv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+        if utf8 and (any("\ufffd" in c for c in table.column_names) or
+                     any(pa.types.is_binary(f.type) for f in table.schema)):
+            raise UnicodeDecodeError("utf-8", b"", 0, 1, "invalid")  # pyarrow kept the bytes: said below
+    except UnicodeDecodeError:
+        raise InputError(f"{name}={path!r} is not UTF-8 text ({not_utf8(path)}): give its encoding, e.g. "
+                         "--data.encoding latin-1 (or cp1252, what spreadsheets on Windows write)") from None
     except pa.ArrowInvalid as err:
         message = str(err).splitlines()[0]
         if "Empty CSV file" in message:
@@ -127,22 +151,56 @@ def _read_delimited(path: str, name: str, sep: str, decimal: str) -> pa.Table:
 
     for i, field in enumerate(table.schema):
         if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
-            table = table.set_column(i, field.name, pc.utf8_trim_whitespace(table.column(i)))
+            column = pc.utf8_trim_whitespace(table.column(i))
+            if text.thousands is not None:
+                column = _without_thousands(column, text)
+            table = table.set_column(i, field.name, column)
     return table
 
 
-def _read_typed(pcsv, path: str, parse, convert) -> pa.Table | None:
+def _without_thousands(column: pa.ChunkedArray, text: TextFormat) -> pa.ChunkedArray:
+    """A text column of numbers written with ``text.thousands`` between groups of digits (``1,890.53``) as
+    numbers; other text columns as they are. A cell that is not a number stays (as text) for the cell check to
+    name."""
+    import pyarrow.compute as pc
+
+    if not pc.any(pc.match_substring(column, text.thousands)).as_py():
+        return column
+    plain = pc.replace_substring(column, text.thousands, "")
+    if text.decimal != ".":
+        plain = pc.replace_substring(plain, text.decimal, ".")
+    if not mostly_numeric(plain):
+        return column
+    try:
+        return pc.cast(plain, pa.float64())
+    except pa.ArrowInvalid:
+        return plain
+
+
+def not_utf8(path: str) -> str:
+    """Where a file stops being UTF-8: ``byte 0xf6 on line 1``."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                decoder.decode(line)
+            except UnicodeDecodeError as err:
+                return f"byte 0x{line[err.start]:02x} on line {number}"
+    return "a byte that is not UTF-8"
+
+
+def _read_typed(pcsv, path: str, read, parse, convert) -> pa.Table | None:
     """Read with the column types that pyarrow infers from the file's first block, given explicitly: that
     halves the peak memory of the read (while inferring, pyarrow holds each column in several candidate types).
     ``None`` when a later row does not fit those types."""
-    with pcsv.open_csv(path, parse_options=parse, convert_options=convert) as reader:
+    with pcsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert) as reader:
         schema = reader.schema
     if any(pa.types.is_null(field.type) for field in schema):  # an empty first block says nothing of the type
         return None
     typed = pcsv.ConvertOptions(strings_can_be_null=convert.strings_can_be_null, decimal_point=convert.decimal_point,
                                 column_types={field.name: field.type for field in schema})
     try:
-        return pcsv.read_csv(path, parse_options=parse, convert_options=typed)
+        return pcsv.read_csv(path, read_options=read, parse_options=parse, convert_options=typed)
     except pa.ArrowInvalid:
         return None
 
@@ -179,23 +237,48 @@ def mostly_numeric(column: pa.ChunkedArray) -> bool:
     return bool(pd.to_numeric(present, errors="coerce").notna().mean() > 0.5)
 
 
-def decimal_commas(column: pa.ChunkedArray) -> bool:
-    """A text column whose cells are mostly numbers written with a decimal comma (``29,37``)."""
+GROUPS = {",": r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?", ".": r"[+-]?\d{1,3}(\.\d{3})+(,\d*)?",
+          " ": r"[+-]?\d{1,3}( \d{3})+([.,]\d*)?", "'": r"[+-]?\d{1,3}('\d{3})+([.,]\d*)?"}
+
+
+def number_hint(column: pa.ChunkedArray, text: TextFormat) -> str | None:
+    """For a text column whose cells are mostly numbers written in a way that ``text`` does not read (a decimal
+    comma: ``29,37``; marks between groups of thousands: ``1,890.53``), what it holds and the flag that reads it;
+    else ``None``."""
     if not is_text(column):
-        return False
+        return None
     import pandas as pd
 
     present = pd.Series(column.drop_null().to_numpy(zero_copy_only=False))
-    if len(present) == 0 or not present.str.contains(",", regex=False).any():
-        return False
-    return bool(pd.to_numeric(present.str.replace(",", ".", regex=False), errors="coerce").notna().mean() > 0.5)
+    if len(present) == 0:
+        return None
+    plain = pd.to_numeric(present, errors="coerce").notna()
+    comma = present.str.contains(",", regex=False)
+    decimal_comma = (comma.any() and text.decimal == "." and
+                     (plain | pd.to_numeric(present.str.replace(",", ".", regex=False), errors="coerce").notna()
+                      ).mean() > 0.5)
+    if text.thousands is None:
+        for mark, pattern in GROUPS.items():
+            grouped = present.str.fullmatch(pattern)
+            if grouped.any() and (grouped | plain).mean() > 0.5:
+                example = present[grouped].iloc[0]
+                also = " (or --data.decimal ',' if the comma is the decimal mark)" if decimal_comma else ""
+                return (f"holds numbers with {mark!r} between groups of thousands ({example!r}): add "
+                        f"--data.thousands {mark!r}{also}")
+    if decimal_comma:
+        return f"holds numbers with a decimal comma ({present[comma].iloc[0]!r}): add --data.decimal ','"
+    return None
 
 
 def values(column: pa.ChunkedArray) -> np.ndarray:
     """A column's cells as numpy: float64 (NaN for empty) for numbers, else objects (``None`` for empty)."""
-    if is_number(column):
-        return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    return column.to_numpy(zero_copy_only=False)
+    return as_float(column) if is_number(column) else column.to_numpy(zero_copy_only=False)
+
+
+def as_float(column: pa.ChunkedArray) -> np.ndarray:
+    """A column of numbers (or true/false) as float64, NaN for empty cells; integers beyond 2^53 are rounded to
+    the nearest float (as numpy rounds them), not refused."""
+    return column.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
 
 
 def type_name(column: pa.ChunkedArray) -> str:
@@ -254,14 +337,21 @@ def parquet_files(path: str, name: str) -> list[str]:
             raise InputError(f"{name}={path!r} matches no file")
         return files
     if os.path.isdir(path):
-        files = []
+        files, others = [], []
         for folder, dirs, names in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
-            files += [os.path.join(folder, n) for n in names
-                      if not n.startswith((".", "_")) and os.path.splitext(n)[1].lower() in PARQUET]
+            for n in names:
+                if not n.startswith((".", "_")):
+                    parquet = os.path.splitext(n)[1].lower() in PARQUET
+                    (files if parquet else others).append(os.path.relpath(os.path.join(folder, n), path))
+        shown = listing(sorted(others)[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         if not files:
-            raise InputError(f"{name}={path!r} is a folder without Parquet files (*.parquet, *.pq)")
-        return sorted(files)
+            raise InputError(f"{name}={path!r} is a folder without Parquet files (*.parquet, *.pq)"
+                             + (f"; it holds {shown}" if others else ""))
+        if others:
+            say(f"{name}={path!r}: reading its {len(files)} Parquet file{'s' * (len(files) > 1)} only; not read: "
+                f"{shown}", warning=True)
+        return sorted(os.path.join(path, f) for f in files)
     if not os.path.exists(path):
         raise InputError(f"{name}={path!r}: no such file or folder")
     if os.path.splitext(path)[1].lower() not in PARQUET:
@@ -308,6 +398,7 @@ class ParquetFiles:
         self.files = parquet_files(path, name)
         self.pieces: list[Piece] = []
         self.schema: pa.Schema | None = None
+        self.unified: set[str] = set()  # number columns whose type differs between the files: read as float64
         start = 0
         for file in self.files:
             try:
@@ -338,6 +429,9 @@ class ParquetFiles:
             if kind(other) != kind(field.type):
                 raise InputError(f"{self.name}={self.path!r}: the files' schemas disagree: column {field.name!r} holds "
                                  f"{other} in {file!r} but {field.type} in {first!r}")
+            if kind(other) == "number" and other != field.type:  # whole numbers in one file, floats in another
+                self.schema = self.schema.set(self.schema.get_field_index(field.name), field.with_type(pa.float64()))
+                self.unified.add(field.name)
         extra = [n for n in schema.names if n not in self.schema.names]
         if extra:
             raise InputError(f"{self.name}={self.path!r}: the files' schemas disagree: {file!r} has the column"
@@ -360,6 +454,9 @@ class ParquetFiles:
             parts = [reader.read_row_group(piece.group, columns=columns[i:i + READ_COLUMNS], use_threads=True)
                      for i in range(0, len(columns), READ_COLUMNS)]
             group = dense(pa.Table.from_arrays([c for part in parts for c in part.columns], names=columns))
+            for i, c in enumerate(columns):
+                if c in self.unified and group.column(i).type != pa.float64():
+                    group = group.set_column(i, c, group.column(i).cast(pa.float64(), safe=False))
         except (OSError, pa.ArrowException) as err:
             raise InputError(f"{self.name}={self.path!r}: cannot read {piece.where()} ({err})") from None
         for offset in range(0, group.num_rows, rows):
@@ -369,12 +466,14 @@ class ParquetFiles:
 
     def sample(self, rows: int = 10_000) -> pa.Table:
         """The columns as their roles are decided from them: up to ``rows`` rows of the first piece for the text
-        columns (to tell numbers written as text from categories); the others, whose kind their type tells, as
+        columns (to tell numbers written as text from categories) and the 64-bit integer ones (to tell
+        identifiers beyond 2^53); the others, whose kind their type tells, as
         nulls of their type. Only the text columns are read, without pre-buffering the row group."""
         import pyarrow.parquet as pq
 
         piece = self.pieces[0]
-        text = [f.name for f in self.schema if kind(f.type) == "text"]
+        text = [f.name for f in self.schema if kind(f.type) == "text" or (pa.types.is_integer(f.type) and
+                                                                         f.type.bit_width == 64)]
         n = min(rows, piece.rows)
         read = pa.table({})
         if text:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+from typing import Any
 
 import lightning as L
 import torch
@@ -59,6 +60,17 @@ def training_chunks(datamodule, model=None, rows: int = 65_536) -> Chunks | None
 
 def _listed(t: torch.Tensor) -> list:
     return t.detach().double().cpu().tolist()
+
+
+def strict(value: Any) -> Any:
+    """``value`` as strict JSON holds it: a NaN or infinite number (an R^2 on one row, say) as ``null``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    return value
 
 
 class ParameterReport(OwnHooks, L.Callback):
@@ -165,7 +177,7 @@ class ParameterReport(OwnHooks, L.Callback):
         write_line(format_report(self.report), sys.stdout)  # above a progress bar, not glued to it
         self.path = unused_path(os.path.join(log_dir, self.filename), self._written)
         self._written.add(self.path)
-        write_bytes(self.path, json.dumps(self.report, indent=2).encode())
+        write_bytes(self.path, json.dumps(strict(self.report), indent=2, allow_nan=False).encode())
         optimization = self.report.get("optimization") or {}
         if optimization.get("relative_gap") is not None:
             for logger in trainer.loggers:

@@ -24,10 +24,11 @@ from lit_regression.preprocessing import Preprocessing, encode, encoded_names, f
 from lit_regression.sources import Holdout, TableSource
 from lit_regression.sources.memory import MemorySource
 from lit_regression.sources.parquet import ParquetSource
-from lit_regression.tables import absolute_path, listing
+from lit_regression.tables import TextFormat, absolute_path, listing
 
 Strategy = str  # "none", "mean" or "median": checked in __init__, whose message names the choices
 ARGUMENTS = {"train": "path", "val": "val_path", "test": "test_path", "predict": "predict_path"}  # each split's table
+FEW_ROWS = 10  # fewer training rows than this are said, with a warning
 
 
 class TableDataModule(TensorDataModule):
@@ -53,6 +54,9 @@ class TableDataModule(TensorDataModule):
         sep: the delimiter of a text table, e.g. ``';'`` for a CSV from a European spreadsheet; default: tab
             for ``.tsv``, comma otherwise.
         decimal: the decimal mark of numbers in a text table: ``','`` for ``29,37`` (with ``sep=';'``).
+        thousands: the mark between groups of thousands in a text table's numbers: ``','`` for ``1,890.53``,
+            ``'.'`` for ``1.890,53`` (with ``decimal=','``); default: none (such a column is refused, named).
+        encoding: the text encoding of a text table: ``latin-1`` or ``cp1252`` for many spreadsheet exports.
         categorical: columns to one-hot encode although they hold numbers (postcodes, product codes). Text and
             true/false columns are categorical anyway.
         max_categories: a text column with more distinct values than this in the training rows is not a
@@ -108,6 +112,8 @@ class TableDataModule(TensorDataModule):
         task: Literal["regression", "classification"] | None = None,
         sep: str | None = None,
         decimal: str = ".",
+        thousands: str | None = None,
+        encoding: str = "utf-8",
         categorical: list[str] | None = None,
         max_categories: int = 50,
         impute: Strategy | dict[str, Strategy] = "none",
@@ -147,6 +153,12 @@ class TableDataModule(TensorDataModule):
         self._unseen_said: set[tuple] = set()  # (table, split, column) whose unseen levels were reported
 
     # --- columns: resolved from the training table on first use, then kept in hparams (and so in checkpoints) ---
+    @property
+    def text_format(self) -> TextFormat:
+        """How the text tables are read."""
+        h = self.hparams
+        return TextFormat(h.sep, h.decimal, h.thousands, h.encoding)
+
     @property
     def target_names(self) -> tuple[str, ...]:
         return tuple(self._targets)
@@ -198,7 +210,7 @@ class TableDataModule(TensorDataModule):
             return
         self._require_ids(self.source("train"), True)
         self._roles = columns.resolve(self.source("train"), self._targets, h.id_column, h.features, h.categorical,
-                                      h.impute, h.categories, h.max_categories, h.decimal)
+                                      h.impute, h.categories, h.max_categories, self.text_format)
         h["features"], h["categories"] = self._roles.features, self._roles.categories
 
     # --- where the rows come from -------------------------------------------------------------------------------
@@ -233,7 +245,7 @@ class TableDataModule(TensorDataModule):
             return ParquetSource(path, name, holdout, whole, batch_size=self.batch_size, shuffle=self.shuffle,
                                  seed=self.seed, shuffle_buffer=h.shuffle_buffer, cache_dir=h.cache_dir,
                                  loaders=self._loaders)
-        return MemorySource(path, name, holdout, whole, sep=h.sep, decimal=h.decimal, targets=self._targets_of,
+        return MemorySource(path, name, holdout, whole, text=self.text_format, targets=self._targets_of,
                             batch_size=self.batch_size, shuffle=self.shuffle, seed=self.seed,
                             on_device=self.on_device, table=table)
 
@@ -268,12 +280,12 @@ class TableDataModule(TensorDataModule):
             if uncounted:  # categories given as arguments: their most frequent level is still to be counted
                 levels.update(columns.count_levels(source, uncounted, max(len(h.categories[f]) for f in uncounted))[0])
             numeric = [f for f in self.input_columns if f not in h.categories]
-            width = len(self._targets) if h.standardize_target and self.task == "regression" else 0
+            regression = list(self._targets) if self.task == "regression" else []
             self._preprocessing = fit(source.shared_blocks(numeric + self._targets, self.trainer),
                                       lambda value: source.gather(value, self.trainer), list(self.input_columns),
                                       dict(h.categories), levels, impute, h.standardize,
-                                      lambda block: self._targets_of(block.table, block.place), width,
-                                      source.rows("train"), source.place)
+                                      lambda block: self._targets_of(block.table, block.place), regression,
+                                      h.standardize_target, source.rows("train"), source.place)
         return self._preprocessing
 
     def state_dict(self) -> dict[str, Any]:
@@ -306,7 +318,7 @@ class TableDataModule(TensorDataModule):
     # --- rows into tensors ------------------------------------------------------------------------------------
     def _targets_of(self, table: pa.Table, place: Place) -> np.ndarray:
         """Every row's targets, float64 ``(rows, targets)``, or class indices ``(rows, 1)``; checked."""
-        return cells.targets(table, self._targets, self.classes, place)
+        return cells.targets(table, self._targets, self.classes, place, self.text_format)
 
     def _encoded(self, table, parts: dict, place: Place, column_major: bool) -> dict[str, np.ndarray]:
         """The model inputs of each part's rows; levels not seen in training are reported once per column."""
@@ -408,6 +420,7 @@ class TableDataModule(TensorDataModule):
                 say(description)
             self._check_predict_columns(self.source("predict"))  # a bad predict file fails before training
             self._check_processes()
+            self._check_problem()
         split = {"validate": "val", "test": "test"}.get(stage)
         if split is not None and not self.source(split).rows(split):
             raise InputError(f"{getattr(stage, 'value', stage)} has no rows: data.val_fraction={h.val_fraction!r} and "
@@ -439,6 +452,32 @@ class TableDataModule(TensorDataModule):
             if n or split == "train":  # a split without rows is not read (validation), or refused elsewhere
                 refuse_empty_shares([sum(part.rows for part in share) for share in share_out([n], world)],
                                     source.place)
+
+    def _check_problem(self) -> None:
+        """What the training rows cannot teach, said before training: one row is an error; a handful of rows,
+        fewer rows than the model has parameters, a validation split of one row (no R^2) and a true/false target
+        for a regression model are warnings."""
+        train = self.source("train")
+        n, val = train.rows("train"), self.source("val").rows("val")
+        if n < 2:
+            raise InputError(f"{train.place} leaves {n} training row once data.val_fraction and data.test_fraction "
+                             "are held out: a model cannot be fitted to it; give more rows or hold out fewer")
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        parameters = sum(p.numel() for p in model.parameters()) if model is not None else 0
+        if n < parameters:
+            say(f"{train.place}: {n} training rows for {parameters} parameters: the rows do not pin the parameters "
+                "down (many fit them exactly), so expect a poor fit on new rows; add rows, drop columns or set "
+                "--model.l2", warning=True)
+        elif n < FEW_ROWS:
+            say(f"{train.place}: only {n} training rows: the fit and its metrics will vary a lot with the split",
+                warning=True)
+        if val == 1 and self.task == "regression":
+            say(f"{train.place}: 1 validation row: val_r2 is not defined on one row (NaN); hold out more rows",
+                warning=True)
+        boolean = [t for t in self._targets if pa.types.is_boolean(train.sample()[t].type)]
+        if boolean and self.task == "regression":
+            say(f"{train.place}: target column {boolean[0]!r} holds true/false, which a regression model predicts as a "
+                "number between 0 and 1; for classes use --model LogisticRegression", warning=True)
 
     def _check_task(self) -> None:
         trainer = self.trainer

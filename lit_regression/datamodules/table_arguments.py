@@ -3,14 +3,18 @@ refused in one line that names it, its value and the rule."""
 
 from __future__ import annotations
 
+import codecs
+
 from lit_regression.cells import key
 from lit_regression.errors import InputError
+from lit_regression.tables import listing
 from lit_regression.preprocessing import STRATEGIES
 
 TASKS = ("regression", "classification")
+THOUSANDS = (",", ".", " ", "'")  # marks between groups of thousands
 
 
-def check_arguments(path, target, features, task, sep, decimal, categorical, max_categories, impute, categories,
+def check_arguments(path, target, features, task, sep, decimal, thousands, encoding, categorical, max_categories, impute, categories,
                     val_fraction, test_fraction, stratify, standardize, standardize_target, predict_path, id_column,
                     classes, batch_size, shuffle, seed, on_device, streaming, val_path, test_path, shuffle_buffer,
                     cache_dir) -> tuple[str, list[str]]:
@@ -55,6 +59,14 @@ def check_arguments(path, target, features, task, sep, decimal, categorical, max
     if sep is not None and sep == decimal:
         raise InputError(f"data.sep and data.decimal are both {sep!r}: a number's decimal mark cannot also "
                          "separate the columns")
+    if thousands is not None and (thousands not in THOUSANDS or thousands in (decimal, sep)):
+        raise InputError(f"data.thousands={thousands!r} is invalid: expected one of {listing(THOUSANDS)}, other than "
+                         f"data.decimal={decimal!r} and data.sep={sep!r}")
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise InputError(f"data.encoding={encoding!r} is not an encoding Python knows: expected a name such as "
+                         "'utf-8', 'latin-1' or 'cp1252'") from None
     if isinstance(max_categories, bool) or not isinstance(max_categories, int) or max_categories < 2:
         raise InputError(f"data.max_categories={max_categories!r} is invalid: expected a whole number >= 2")
     strategies = impute.values() if isinstance(impute, dict) else [impute]

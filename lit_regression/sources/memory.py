@@ -13,7 +13,7 @@ from lit_regression.batches import tensor_batches
 from lit_regression.cells import Place
 from lit_regression.sources import Block, Decode, Holdout, TableSource
 from lit_regression.splits import SPLITS, split_rows
-from lit_regression.tables import delimiter, read_table, where_row
+from lit_regression.tables import UTF8, TextFormat, delimiter, read_table, where_row
 
 CHUNK_ROWS = 65_536  # rows of each chunk of the pass over the training rows
 
@@ -26,7 +26,7 @@ class MemorySource(TableSource):
 
     Args:
         path, name, holdout, whole: as :class:`~lit_regression.sources.TableSource`.
-        sep, decimal: how a text table is read.
+        text: how a text table is written.
         targets: the targets of every row of a table, checked (class indices for labels), asked when the rows
             are split: a bad target cell stops the command before anything else; the labels stratify the split
             where ``holdout.stratify``.
@@ -36,12 +36,12 @@ class MemorySource(TableSource):
 
     sample_is_whole = True
 
-    def __init__(self, path: str, name: str, holdout: Holdout, whole: str | None = None, *, sep: str | None = None,
-                 decimal: str = ".", targets: Callable[[pa.Table, Place], np.ndarray] | None = None,
+    def __init__(self, path: str, name: str, holdout: Holdout, whole: str | None = None, *, text: TextFormat = UTF8,
+                 targets: Callable[[pa.Table, Place], np.ndarray] | None = None,
                  batch_size: int | None = None, shuffle: bool = False, seed: int = 42, on_device: bool = False,
                  table: pa.Table | None = None) -> None:
         super().__init__(path, name, holdout, whole)
-        self.sep, self.decimal, self.targets = sep, decimal, targets
+        self.text, self.targets = text, targets
         self.batch_size, self.shuffle, self.seed, self.on_device = batch_size, shuffle, seed, on_device
         self._table = table
         self.num_rows = table.num_rows if table is not None else None  # known once read
@@ -52,7 +52,7 @@ class MemorySource(TableSource):
     def table(self) -> pa.Table:
         """The table (read once, and again after its rows were encoded, if they are asked for again)."""
         if self._table is None:
-            self._table = read_table(self.path, self.name, self.sep, self.decimal)
+            self._table = read_table(self.path, self.name, self.text)
             self.num_rows = self._table.num_rows
         return self._table
 
@@ -64,7 +64,7 @@ class MemorySource(TableSource):
         return self.table()
 
     def _place(self) -> Place:
-        path, sep = self.path, delimiter(self.path, self.sep)
+        path, sep = self.path, delimiter(self.path, self.text.sep)
         return Place(self.name, path, lambda i: where_row(path, i, sep))
 
     def splits(self) -> dict[str, np.ndarray]:
