@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/line_linear.yaml
 RUNS ?= runs
 
-.PHONY: setup run test test-fast bench tensorboard clean
+.PHONY: setup run test test-fast fuzz bench tensorboard clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,12 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+
+# random tables through the CLI and the Python API (tests/test_fuzz.py), far more of them than `make test` runs
+FUZZ_EXAMPLES ?= 2000
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/test_fuzz.py \
+		--hypothesis-show-statistics -p no:cacheprovider
 
 bench: setup
 	$(BIN)/python benchmarks/run.py
