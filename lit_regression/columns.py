@@ -13,7 +13,8 @@ from lit_regression.cells import no_empty_label
 from lit_regression.errors import InputError, say
 from lit_regression.preprocessing import fit_levels
 from lit_regression.sources import TableSource
-from lit_regression.tables import TextFormat, is_number, number_hint, is_text, listing, mostly_numeric, type_name, values
+from lit_regression.tables import (TextFormat, is_number, is_text, listing, mostly_numeric, number_hint, type_name,
+                                   values)
 
 
 def kind(data: pa.ChunkedArray, given_levels: bool, forced: bool) -> str | None:
@@ -119,10 +120,9 @@ def resolve(source: TableSource, targets: list[str], id_column: str | None, feat
         if hint is not None:
             raise InputError(f"{place}: column {column!r} {hint}")
         reason = None
-        wide = widest_integer(data)
         if k is None:
             reason = f"holds {type_name(data)}"
-        elif k == "numeric" and wide is not None:
+        elif k == "numeric" and (wide := widest_integer(data)) is not None:
             if not explicit:
                 reason = (f"holds whole numbers beyond 2^53 ({wide}), which floats cannot tell apart: an identifier? "
                           "name it with --data.id_column, or in data.features to use it as a rounded number")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lit_regression.cells import missing
 from lit_regression.checkpointing import read_checkpoint
 from lit_regression.errors import InputError
 from lit_regression.export import lit_class
@@ -53,12 +54,9 @@ def _arrow(frame: Any):
         try:
             columns[str(name)] = pa.array(data, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            columns[str(name)] = pa.array([None if _missing(v) else str(v) for v in data], pa.string())
+            gaps = missing(data.to_numpy(dtype=object))
+            columns[str(name)] = pa.array([None if gap else str(v) for v, gap in zip(data, gaps)], pa.string())
     return pa.table(columns)
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 class Predictor:

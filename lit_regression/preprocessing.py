@@ -67,11 +67,8 @@ def like_levels(values: np.ndarray, levels: list) -> np.ndarray:
     if numeric and values.dtype.kind != "f":
         import pandas as pd
 
-        as_text = pd.Series(values, dtype=object).map(lambda v: v if isinstance(v, str) else None)
-        parsed = pd.to_numeric(as_text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        numbers = np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
-                            for v in values], dtype=np.float64)
-        return np.where(np.isnan(numbers), parsed, numbers)  # NaN: no level (the gaps are filled by now)
+        cells = pd.Series(values, dtype=object).map(lambda v: None if isinstance(v, bool) else v)  # True is no 1
+        return pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)  # NaN: no level
     if not numeric and values.dtype.kind == "f":
         return np.array([str(plain(v)) for v in values], dtype=object)
     return values

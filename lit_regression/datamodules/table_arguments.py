@@ -7,17 +7,17 @@ import codecs
 
 from lit_regression.cells import key
 from lit_regression.errors import InputError
-from lit_regression.tables import listing
 from lit_regression.preprocessing import STRATEGIES
+from lit_regression.tables import listing
 
 TASKS = ("regression", "classification")
 THOUSANDS = (",", ".", " ", "'")  # marks between groups of thousands
 
 
-def check_arguments(path, target, features, task, sep, decimal, thousands, encoding, categorical, max_categories, impute, categories,
-                    val_fraction, test_fraction, stratify, standardize, standardize_target, predict_path, id_column,
-                    classes, batch_size, shuffle, seed, on_device, streaming, val_path, test_path, shuffle_buffer,
-                    cache_dir) -> tuple[str, list[str]]:
+def check_arguments(path, target, features, task, sep, decimal, thousands, encoding, categorical, max_categories,
+                    impute, categories, val_fraction, test_fraction, stratify, standardize, standardize_target,
+                    predict_path, id_column, classes, batch_size, shuffle, seed, on_device, streaming, val_path,
+                    test_path, shuffle_buffer, cache_dir) -> tuple[str, list[str]]:
     """Refuse a bad argument of :class:`TableDataModule` in one line that names it, its value and the rule; return
     the task and the target columns."""
     if streaming:

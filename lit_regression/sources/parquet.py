@@ -48,13 +48,16 @@ class ParquetSource(TableSource):
         self._loaders = loaders if loaders is not None else {}
         self._counts: dict[str, list[int]] = {}
         self._caches: dict[str, DecodedCache] = {}  # each split's decoded rows, kept across its loaders
+        self._sample: pa.Table | None = None  # read once: the roles and the checks before training ask for it
 
     @property
     def column_names(self) -> list[str]:
         return self.files.column_names
 
     def sample(self) -> pa.Table:
-        return self.files.sample()
+        if self._sample is None:
+            self._sample = self.files.sample()
+        return self._sample
 
     def split(self, split: str | None) -> Split:
         """Which rows of the files ``split`` takes."""
