@@ -127,11 +127,10 @@ def _read_delimited(path: str, name: str, sep: str, text: TextFormat) -> pa.Tabl
         if table is None:  # the first block's types do not hold for the whole file: let pyarrow infer them all
             table = pcsv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
         if utf8 and (any("\ufffd" in c for c in table.column_names) or
-                     any(pa.types.is_binary(f.type) for f in table.schema)):
-            raise UnicodeDecodeError("utf-8", b"", 0, 1, "invalid")  # pyarrow kept the bytes: said below
-    except UnicodeDecodeError:
-        raise InputError(f"{name}={path!r} is not UTF-8 text ({not_utf8(path)}): give its encoding, e.g. "
-                         "--data.encoding latin-1 (or cp1252, what spreadsheets on Windows write)") from None
+                     any(pa.types.is_binary(f.type) for f in table.schema)):  # pyarrow kept the bytes as they are
+            raise _not_utf8(path, name)
+    except UnicodeDecodeError:  # a column name that is not UTF-8, when pyarrow hands it to Python
+        raise _not_utf8(path, name) from None
     except pa.ArrowInvalid as err:
         message = str(err).splitlines()[0]
         if "Empty CSV file" in message:
@@ -169,24 +168,25 @@ def _without_thousands(column: pa.ChunkedArray, text: TextFormat) -> pa.ChunkedA
     plain = pc.replace_substring(column, text.thousands, "")
     if text.decimal != ".":
         plain = pc.replace_substring(plain, text.decimal, ".")
-    if not mostly_numeric(plain):
-        return column
     try:
         return pc.cast(plain, pa.float64())
-    except pa.ArrowInvalid:
-        return plain
+    except pa.ArrowInvalid:  # a cell that is not a number: text still, with the marks out if it is mostly numbers
+        return plain if mostly_numeric(plain) else column
 
 
-def not_utf8(path: str) -> str:
-    """Where a file stops being UTF-8: ``byte 0xf6 on line 1``."""
+def _not_utf8(path: str, name: str) -> InputError:
+    """The error for a text table that is not UTF-8, with where it stops being UTF-8 (``byte 0xf6 on line 1``)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
+    where = "a byte that is not UTF-8"
     with open(path, "rb") as f:
         for number, line in enumerate(f, 1):
             try:
                 decoder.decode(line)
             except UnicodeDecodeError as err:
-                return f"byte 0x{line[err.start]:02x} on line {number}"
-    return "a byte that is not UTF-8"
+                where = f"byte 0x{line[err.start]:02x} on line {number}"
+                break
+    return InputError(f"{name}={path!r} is not UTF-8 text ({where}): give its encoding, e.g. --data.encoding "
+                      "latin-1 (or cp1252, what spreadsheets on Windows write)")
 
 
 def _read_typed(pcsv, path: str, read, parse, convert) -> pa.Table | None:
@@ -237,6 +237,7 @@ def mostly_numeric(column: pa.ChunkedArray) -> bool:
     return bool(pd.to_numeric(present, errors="coerce").notna().mean() > 0.5)
 
 
+HINT_VALUES = 10_000  # distinct values of a text column that number_hint reads
 GROUPS = {",": r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?", ".": r"[+-]?\d{1,3}(\.\d{3})+(,\d*)?",
           " ": r"[+-]?\d{1,3}( \d{3})+([.,]\d*)?", "'": r"[+-]?\d{1,3}('\d{3})+([.,]\d*)?"}
 
@@ -244,23 +245,32 @@ GROUPS = {",": r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?", ".": r"[+-]?\d{1,3}(\.\d{3})+(,
 def number_hint(column: pa.ChunkedArray, text: TextFormat) -> str | None:
     """For a text column whose cells are mostly numbers written in a way that ``text`` does not read (a decimal
     comma: ``29,37``; marks between groups of thousands: ``1,890.53``), what it holds and the flag that reads it;
-    else ``None``."""
+    else ``None``. Each distinct value is parsed once and weighs as many rows as hold it; only the
+    :data:`HINT_VALUES` most frequent are read, so that a text column of a big table is not parsed whole."""
     if not is_text(column):
         return None
     import pandas as pd
+    import pyarrow.compute as pc
 
-    present = pd.Series(column.drop_null().to_numpy(zero_copy_only=False))
-    if len(present) == 0:
+    counts = pc.value_counts(column.drop_null())
+    weights = counts.field("counts").to_numpy()
+    if len(weights) == 0:
         return None
+    top = np.argpartition(-weights, HINT_VALUES)[:HINT_VALUES] if len(weights) > HINT_VALUES else slice(None)
+    present = pd.Series(counts.field("values").to_numpy(zero_copy_only=False)[top])
+    weights = weights[top]
+
+    def mostly(mask: pd.Series) -> bool:
+        return bool(weights[mask.to_numpy()].sum() > 0.5 * weights.sum())
+
     plain = pd.to_numeric(present, errors="coerce").notna()
     comma = present.str.contains(",", regex=False)
     decimal_comma = (comma.any() and text.decimal == "." and
-                     (plain | pd.to_numeric(present.str.replace(",", ".", regex=False), errors="coerce").notna()
-                      ).mean() > 0.5)
+                     mostly(plain | pd.to_numeric(present.str.replace(",", ".", regex=False), errors="coerce").notna()))
     if text.thousands is None:
         for mark, pattern in GROUPS.items():
             grouped = present.str.fullmatch(pattern)
-            if grouped.any() and (grouped | plain).mean() > 0.5:
+            if grouped.any() and mostly(grouped | plain):
                 example = present[grouped].iloc[0]
                 also = " (or --data.decimal ',' if the comma is the decimal mark)" if decimal_comma else ""
                 return (f"holds numbers with {mark!r} between groups of thousands ({example!r}): add "
