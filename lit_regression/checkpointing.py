@@ -11,12 +11,11 @@
   The data order needs nothing: :class:`~lit_regression.batches.TensorBatches` shuffles from ``seed + epoch``
   and Lightning calls its ``set_epoch`` with the restored epoch.
 * :func:`resolve_resume` turns ``--ckpt_path last`` into the newest ``last.ckpt`` of an earlier run under the
-  same root (each run logs into a fresh ``version_N`` folder, where Lightning alone would only look into the new,
-  empty one and silently start from scratch), and says which version folder a ``fit`` resumes: **a resumed fit
-  goes on logging and checkpointing in the version folder of the ``last.ckpt`` it resumes** (when that lies in
-  ``ROOT/lightning_logs/version_N/checkpoints``), so that its curves continue the killed run's curves and its
-  ``last.ckpt`` replaces the killed run's. The resumed run's config is saved beside the first one as
-  ``config-resume-K.yaml``. The steps that the killed run logged after its last checkpoint are logged again, with
+  same root (each run logs into a fresh run folder, where Lightning alone would only look into the new, empty one
+  and silently start from scratch), and says which run folder a ``fit`` resumes: **a resumed fit goes on logging
+  and checkpointing in the run folder of the ``last.ckpt`` it resumes** (``RUN/checkpoints/last.ckpt``), so that
+  its curves continue the killed run's curves and its ``last.ckpt`` replaces the killed run's. The resumed run's
+  config is saved beside the first one as ``config-resume-K.yaml``. The steps that the killed run logged after its last checkpoint are logged again, with
   the same values (read the curves by step). Before a checkpoint is written the loggers save (TensorBoard's
   records reach the file), and an epoch's record goes to them when its validation ends, so the curves of a killed
   run reach its last checkpoint. One gap remains: without validation rows, an epoch's record goes to the loggers
@@ -50,8 +49,6 @@ from lit_regression.errors import InputError, say
 from lit_regression.files import atomic
 from lit_regression.hooks import OwnHooks
 
-LOGS = "lightning_logs"
-VERSION = re.compile(r"^version_(\d+)$")
 LAST = re.compile(r"^last(-v\d+)?\.ckpt$")
 
 
@@ -461,16 +458,11 @@ class RandomState(OwnHooks, Callback):
 
 # --- what --ckpt_path means -----------------------------------------------------------------------------------
 def find_last_checkpoint(root: str) -> str | None:
-    """The most recently written ``last.ckpt`` (or ``last-vN.ckpt``) of any run under ``ROOT/lightning_logs``, or in
+    """The most recently written ``last.ckpt`` (or ``last-vN.ckpt``) of any run under ``root`` (in a run folder's
+    ``checkpoints``, at any depth: runs are ``ROOT/NAME/TIMESTAMP``, and NAME may hold a ``/``), or in
     ``ROOT/checkpoints`` (where runs with ``--trainer.logger false`` keep theirs)."""
-    logs = Path(root) / LOGS
-    candidates = []
-    for folder in [*logs.glob("version_*/checkpoints"), Path(root) / "checkpoints"]:
-        if not folder.is_dir():
-            continue
-        for path in folder.iterdir():
-            if LAST.match(path.name) and path.is_file():
-                candidates.append(path)
+    candidates = [path for path in Path(root).rglob("last*.ckpt")
+                  if path.parent.name == "checkpoints" and LAST.match(path.name) and path.is_file()]
     if not candidates:
         return None
     return str(max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name)))
@@ -502,7 +494,7 @@ def find_checkpoint(which: str, root: str, purpose: str = "to load") -> str:
     last = find_last_checkpoint(root)
     if last is None:
         raise InputError(
-            f"ckpt_path={which!r}: there is no last.ckpt under {os.path.join(root, LOGS)}/version_*/checkpoints "
+            f"ckpt_path={which!r}: there is no last.ckpt in a run folder under {root} "
             f"{purpose}{BEST_FROM_LAST if which == 'best' else ''}; give the checkpoint's path, or the "
             "--trainer.default_root_dir of the run"
         )
@@ -518,20 +510,33 @@ def find_checkpoint(which: str, root: str, purpose: str = "to load") -> str:
     return best
 
 
-def version_of(ckpt_path: str, root: str) -> int | None:
-    """``N`` when ``ckpt_path`` lies in ``ROOT/lightning_logs/version_N/checkpoints``, else ``None``."""
+def run_of(ckpt_path: str) -> str | None:
+    """The run folder a checkpoint belongs to: ``RUN`` when ``ckpt_path`` is ``RUN/checkpoints/*.ckpt`` and ``RUN``
+    was made by this package's CLI (it holds a ``config.yaml``), else ``None``."""
     path = Path(ckpt_path).resolve()
-    run, logs = path.parent.parent, Path(root).resolve() / LOGS
-    match = VERSION.match(run.name)
-    if path.parent.name != "checkpoints" or match is None or run.parent != logs:
+    run = path.parent.parent
+    if path.parent.name != "checkpoints" or not any(run.glob("config*.yaml")):
         return None
-    return int(match.group(1))
+    return str(run)
+
+
+def run_under(run: str, root: str) -> tuple[str, str] | None:
+    """``(name, version)`` of the run folder ``run`` as ``ROOT/NAME/VERSION`` under ``root``, or ``None`` when it
+    lies elsewhere."""
+    try:
+        relative = os.path.relpath(Path(run).resolve(), Path(root).resolve())
+    except ValueError:  # another drive
+        return None
+    if relative.startswith(os.pardir) or relative == os.curdir:
+        return None
+    name, version = os.path.split(relative)
+    return name, version
 
 
 def resolve_resume(subcommand: str | None, ckpt_path: str | None, root: str, own_logger: bool,
-                   dirpath: str | None) -> tuple[str | None, int | None]:
-    """``(ckpt_path, version)``: ``ckpt_path`` with ``last`` replaced by the newest ``last.ckpt`` under ``root``
-    (``best`` by the best checkpoint of that run: :func:`find_checkpoint`), and the version folder that a resumed
+                   dirpath: str | None) -> tuple[str | None, str | None]:
+    """``(ckpt_path, run)``: ``ckpt_path`` with ``last`` replaced by the newest ``last.ckpt`` under ``root``
+    (``best`` by the best checkpoint of that run: :func:`find_checkpoint`), and the run folder that a resumed
     ``fit`` logs into (``None``: a fresh one). A fit resumes its run's folder from the run's ``last.ckpt`` only; one
     started from another checkpoint (the best epoch's, say) branches off into a fresh folder, whose curves would
     otherwise overwrite the run's own from that epoch on.
@@ -548,7 +553,7 @@ def resolve_resume(subcommand: str | None, ckpt_path: str | None, root: str, own
     elif ckpt_path in ("hpc", "registry") or ckpt_path.startswith("registry:"):
         return ckpt_path, None
     resumes_a_run = subcommand == "fit" and LAST.match(os.path.basename(ckpt_path)) is not None
-    return ckpt_path, version_of(ckpt_path, root) if resumes_a_run else None
+    return ckpt_path, run_of(ckpt_path) if resumes_a_run else None
 
 
 def unused_path(path: str, own: set[str] | None = None) -> str:

@@ -11,7 +11,9 @@ import os
 import re
 import sys
 import warnings
+from pathlib import Path
 from types import MethodType
+from typing import Optional
 
 import torch
 import yaml
@@ -26,11 +28,11 @@ from lit_regression.callbacks import Convergence, ParameterReport, Plots, Predic
 from lit_regression.callbacks.finite import FiniteCheck
 from lit_regression.callbacks.progress import RunProgressBar
 from lit_regression.checkpointing import (Interrupted, RandomState, ResumableCheckpoint, find_checkpoint,
-                                          read_checkpoint, resolve_resume, resume_config_name, unused_path,
+                                          read_checkpoint, resolve_resume, resume_config_name, run_of, unused_path,
                                           with_atomic_io)
-from lit_regression.datamodules import TensorDataModule
+from lit_regression.datamodules import TableDataModule, TensorDataModule
 from lit_regression.errors import InputError, say
-from lit_regression.files import refused_write
+from lit_regression.files import WriteError, refused_write
 from lit_regression.hooks import OwnHooks
 from lit_regression.logger import RunLogger
 from lit_regression.models import LitModel
@@ -139,6 +141,31 @@ class RunConfig(OwnHooks, SaveConfigCallback):
             self.config_filename = trainer.strategy.broadcast(name)
         super().setup(trainer, pl_module, stage)
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        """The model class, the optimizer that runs and the target, as hyperparameters of the run's HParams
+        session."""
+        optimizer = type(trainer.optimizers[0]).__name__ if trainer.optimizers else None
+        targets = getattr(trainer.datamodule, "target_names", None) or ()
+        params = {"model": type(pl_module).__name__, "optimizer": optimizer, "target": "+".join(map(str, targets))}
+        for logger in trainer.loggers:
+            if isinstance(logger, RunLogger):
+                logger.log_run_params(params)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """A command refused for its input before it logged a metric or saved a checkpoint leaves no run folder
+        behind: what it wrote (an empty events file, its config) says nothing, and the error line says why. A run
+        that logged or saved something keeps everything (the curves of a fit that diverged show how), as does one
+        that failed to write (its error lists what was saved)."""
+        cause = _input_error(exception)
+        if cause is None or isinstance(cause, WriteError):
+            return
+        checkpoint = trainer.checkpoint_callback
+        saved = checkpoint is not None and trainer.state.fn == "fit" and any(
+            p and os.path.exists(p) for p in (checkpoint.last_model_path, checkpoint.best_model_path))
+        for logger in trainer.loggers:
+            if isinstance(logger, RunLogger) and not saved and not logger.final_metrics:
+                logger.discard()
+
 
 class LitRegressionCLI(LightningCLI):
     """LightningCLI with lit_regression's defaults: seed 42, runs under ``runs/``, TensorBoard logging into a
@@ -182,6 +209,11 @@ class LitRegressionCLI(LightningCLI):
         parser.add_lightning_class_args(Convergence, "convergence")
         parser.add_lightning_class_args(ParameterReport, "report")
         parser.add_lightning_class_args(Plots, "plots")
+        parser.add_argument(
+            "--name", type=Optional[str], default=None,
+            help="The run's folder under trainer.default_root_dir, where runs are NAME/TIMESTAMP: by default "
+                 "<config>/<Model>-<target> (<Model>-<target> without --config). test, validate and predict from a "
+                 "run's checkpoint log into that run (a stage folder of it) unless a name is given.")
         parser.set_defaults(
             {
                 "trainer.default_root_dir": "runs",
@@ -273,11 +305,15 @@ class LitRegressionCLI(LightningCLI):
             raise InputError(f"optimizer.lr={optimizer_args.get('lr')!r} is invalid: expected a number greater than 0")
         if self.subcommand == "fit":
             self._check_optimizer_args(config)
-        # --ckpt_path last: the newest last.ckpt of an earlier run; a resumed fit logs on in that run's version folder
-        self.resume_version = None
+        name = config.get("name")
+        if name is not None and (not str(name).strip() or os.path.isabs(name) or os.pardir in Path(name).parts):
+            raise InputError(f"name={name!r} is invalid: expected a folder name under trainer.default_root_dir "
+                             "(relative, without '..')")
+        # --ckpt_path last: the newest last.ckpt of an earlier run; a resumed fit logs on in that run's folder
+        self.resume_run = None
         if self.subcommand and config.get("ckpt_path"):
             trainer = trainer or {}
-            ckpt_path, self.resume_version = resolve_resume(
+            ckpt_path, self.resume_run = resolve_resume(
                 self.subcommand, config.ckpt_path, trainer.get("default_root_dir") or "runs",
                 own_logger=trainer.get("logger") in (None, True, False),
                 dirpath=(config.get("checkpoint") or {}).get("dirpath"),
@@ -345,9 +381,8 @@ class LitRegressionCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         config = self._get(self.config_init, "trainer", default={})
         if config.get("logger") in (None, True):
-            version = getattr(self, "resume_version", None)
-            kwargs["logger"] = RunLogger(save_dir=config.get("default_root_dir") or "runs", version=version)
-            if version is not None:  # resuming into the killed run's folder: keep its config.yaml
+            kwargs["logger"] = self._run_logger(config.get("default_root_dir") or "runs")
+            if getattr(self, "resume_run", None) is not None:  # resuming into the killed run's folder: keep its config
                 self.save_config_kwargs = {**self.save_config_kwargs,
                                            "config_filename": resume_config_name(kwargs["logger"].log_dir)}
         kwargs["plugins"] = with_atomic_io(config.get("plugins"))  # checkpoints written atomically
@@ -369,7 +404,30 @@ class LitRegressionCLI(LightningCLI):
                     callback.enabled = False
         # LightningCLI.instantiate_trainer takes every callback group as it is; it has no public hook to leave
         # one out, so this is its body with the list filtered, calling the method it calls
-        return self._instantiate_trainer({**config, **kwargs}, callbacks)
+        trainer = self._instantiate_trainer({**config, **kwargs}, callbacks)
+        _say_accelerator(trainer)
+        return trainer
+
+    def _run_logger(self, root: str) -> RunLogger:
+        """The logger of this command's run folder: the killed run's own for a fit resumed from its last.ckpt; a
+        stage folder of the checkpoint's run for test, validate and predict (``RUN/test`` ...), unless ``--name``
+        asks for a run of its own; otherwise a fresh ``ROOT/NAME/TIMESTAMP``."""
+        settings = self.config[self.subcommand] if self.subcommand else self.config
+        if getattr(self, "resume_run", None) is not None:
+            return RunLogger.into(self.resume_run, root)
+        ckpt_path, name = settings.get("ckpt_path"), settings.get("name")
+        if self.subcommand != "fit" and name is None and isinstance(ckpt_path, str) and os.path.isfile(ckpt_path):
+            run = run_of(ckpt_path)
+            if run is not None:
+                return RunLogger.into(run, root, stage=self.subcommand)
+        return RunLogger(save_dir=root, name=name or self._default_name(settings))
+
+    def _default_name(self, settings) -> str:
+        """``<config>/<Model>-<target>``: the first config file's name, the model class, the target column(s)."""
+        targets = [str(t) for t in getattr(self.datamodule, "target_names", None) or ()]
+        leaf = folder_name("-".join([type(self.model).__name__, *(["+".join(targets)] if targets else [])]))
+        configs = settings.get("config") or []
+        return os.path.join(folder_name(Path(str(configs[0])).stem), leaf) if configs else leaf
 
     # --- after each command: where things went ----------------------------------------------------------------
     def after_fit(self) -> None:
@@ -394,6 +452,22 @@ class LitRegressionCLI(LightningCLI):
         the callbacks, and the TensorBoard command; a line only for what exists."""
         for line in where_things_went(self.trainer, self.subcommand, self.config[self.subcommand].get("ckpt_path")):
             say(line)
+
+
+def _say_accelerator(trainer) -> None:
+    """One line where the machine has a GPU (CUDA or Apple's MPS) that the run does not use; nothing otherwise."""
+    from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
+
+    kind = "cuda" if CUDAAccelerator.is_available() else "mps" if MPSAccelerator.is_available() else None
+    if kind and not isinstance(trainer.accelerator, (CUDAAccelerator, MPSAccelerator)):
+        say(f"a GPU ({kind}) is here but this run uses the CPU: --trainer.accelerator gpu to use it")
+
+
+def folder_name(text: str, limit: int = 80) -> str:
+    """``text`` as one folder name: letters, digits and ``+-._`` kept, anything else (``/``, spaces, ``$``) as
+    ``_``; at most ``limit`` characters."""
+    name = re.sub(r"[^\w+\-.]+", "_", text).strip("._") or "run"
+    return name[:limit]
 
 
 def where_things_went(trainer, subcommand: str | None, ckpt_path: str | None = None) -> list[str]:
@@ -427,7 +501,7 @@ def where_things_went(trainer, subcommand: str | None, ckpt_path: str | None = N
                 lines.append(f"figures:         {folder} ({', '.join(os.path.basename(p) for p in figures)})")
     loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
     if loggers and exists(loggers[0].log_dir):
-        lines.append(f"tensorboard --logdir {loggers[0].save_dir}")
+        lines.append(f"tensorboard --logdir {loggers[0].save_dir}   (the losses together: its Custom Scalars tab)")
     return lines
 
 
@@ -443,20 +517,22 @@ class _DropMessages(logging.Filter):
         return not str(record.getMessage()).startswith(self.prefixes)
 
 
-_TIPS = _DropMessages("💡 Tip:")
+# Lightning's "💡 Tip: ... litlogger / litmodels" advertisements, and its accelerator lines, which say "False"
+# on every machine without one (a GPU that is there but unused is said in one line of our own: _say_accelerator)
+_TIPS = _DropMessages("💡 Tip:", "GPU available:", "TPU available:", "HPU available:")
 
 
 def _quiet() -> None:
     """Silence advertising and deprecation chatter of the libraries, which says nothing about the user's run, and
     warnings that do not apply to this package's models and loaders (each filtered by its own message)."""
-    # Lightning's "💡 Tip: ... litlogger / litmodels" advertisements (rank_zero_info, on this logger)
-    # (lightning_utilities logs them on whichever of these two loggers was set up last)
+    # rank_zero_info's messages (lightning_utilities logs them on whichever of these two loggers was set up last)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         rank_zero_logger = logging.getLogger(name)
         if _TIPS not in rank_zero_logger.filters:
             rank_zero_logger.addFilter(_TIPS)
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+    warnings.filterwarnings("ignore", message="GPU available but not used")  # said by _say_accelerator
     # the models log their epoch values themselves (LitModel._log_epoch), never per step: Lightning's advice to
     # lower log_every_n_steps below the batches of an epoch (one, on full batches) has nothing to show
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
@@ -611,6 +687,9 @@ def _argument_message(err: BaseException, parser=None) -> str:
         name, class_path = match.group(1), class_paths[-1]
         where = ".".join([outer, "init_args", *keys[1:], name]) if outer else name
         hint = _nearest(name, _init_arguments(class_path))
+        table = f"{TableDataModule.__module__}.{TableDataModule.__name__}"
+        if not hint and outer == "data" and not class_path.endswith(".TableDataModule") and name in _init_arguments(table):
+            hint = " (a table's argument: add --data TableDataModule)"
         other = {"model": "data", "data": "model"}.get(outer or "")
         if not hint and other:  # an argument of the other one: model.init_args.standardize_target
             hint = _nearest(name, [a for c in _classes(other) for a in _init_arguments(c)], f"{other}.init_args.")

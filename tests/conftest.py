@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import pytest
@@ -48,7 +50,39 @@ def fit_config(name: str, root: Path, *extra: str) -> LitRegressionCLI:
 
 
 def versions(root: Path) -> list[Path]:
-    return sorted((root / "lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    """The folder of every command run under ``root``, in the order they were made: run folders
+    (``NAME/TIMESTAMP``) and their stages (``NAME/TIMESTAMP/test`` ...), each holding its config.yaml."""
+    folders = {}
+    for config in Path(root).rglob("config*.yaml"):
+        if config.parent != Path(root):
+            folders[config.parent] = min(folders.get(config.parent, float("inf")), config.stat().st_mtime_ns)
+    return sorted(folders, key=folders.get)
+
+
+class LastCheckpoint(os.PathLike):
+    """The newest ``last.ckpt`` under ``root``, looked up at each use: a path to poll while a run writes it (its
+    run folder is named when the run starts)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def __fspath__(self) -> str:
+        from lit_regression.checkpointing import find_last_checkpoint
+
+        return find_last_checkpoint(str(self.root)) or str(self.root / "not-yet" / "last.ckpt")
+
+    __str__ = __fspath__
+
+    def exists(self) -> bool:
+        return os.path.exists(self)
+
+    def stat(self) -> os.stat_result:
+        return os.stat(self)
+
+
+def runs(root: Path) -> list[Path]:
+    """The run folders under ``root`` (no stages), in the order they were made."""
+    return [v for v in versions(root) if not any(v.parent.glob("config*.yaml"))]
 
 
 def scalars(log_dir: Path) -> dict[str, list[float]]:

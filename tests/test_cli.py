@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CONFIGS, ROOT, fit_config, run_cli, versions
+from conftest import CONFIGS, ROOT, fit_config, run_cli, runs, versions
 from lit_regression.callbacks import ParameterReport, Plots, PredictionWriter
 from lit_regression.checkpointing import ResumableCheckpoint
 from lit_regression.cli import LitRegressionCLI, main
@@ -205,7 +205,7 @@ def test_saved_config_serves_from_another_working_folder(root, tmp_path, monkeyp
 
 
 # --- 9. a quiet console -------------------------------------------------------------------------------------------
-NOISE = ("Tip:", "litlogger", "will be overridden", "smaller than the logging interval", "dirpath has changed",
+NOISE = ("GPU available", "TPU available", "HPU available", "Tip:", "litlogger", "will be overridden", "smaller than the logging interval", "dirpath has changed",
          "Did you call", "shuffling", "Unable to serialize", "was not set. Setting it", "Total length of", "Traceback")
 
 SCRIPT = """
@@ -225,7 +225,7 @@ def test_no_noise_on_any_command(tmp_path):
     predict, on the line and on tables, with the flags that used to bring each warning."""
     (tmp_path / "numbers.csv").write_text(NUMBERS)
     root, line, table = str(tmp_path / "runs"), str(CONFIGS / "line_linear.yaml"), str(CONFIGS / "csv_regression.yaml")
-    last = f"{root}/lightning_logs/version_0/checkpoints/last.ckpt"
+    last = "last"  # the fit's, the newest last.ckpt under root
     commands = [
         ["fit", "--config", line, "--trainer.max_epochs", "3", "--trainer.default_root_dir", root],
         ["validate", "--ckpt_path", last, "--trainer.default_root_dir", root],
@@ -260,7 +260,7 @@ def test_every_command_says_where_things_went(root, capsys):
     checkpoint = fit.trainer.checkpoint_callback
     expected = [f"run folder:      {run}", f"best checkpoint: {checkpoint.best_model_path}",
                 f"last checkpoint: {checkpoint.last_model_path}", f"predictions:     {run / 'predictions.csv'}",
-                f"tensorboard --logdir {root}"]
+                f"tensorboard --logdir {root}   (the losses together: its Custom Scalars tab)"]
     (plots,) = [c for c in fit.trainer.callbacks if isinstance(c, Plots)]
     expected.append(f"figures:         {run / 'figures'} ({', '.join(Path(p).name for p in plots.paths.values())})")
     (report,) = [c for c in fit.trainer.callbacks if isinstance(c, ParameterReport)]
@@ -269,11 +269,13 @@ def test_every_command_says_where_things_went(root, capsys):
     lines = out.splitlines()
     for line in expected:
         assert line in lines, (line, out)
-    assert lines[-1] == f"tensorboard --logdir {root}"
+    assert lines[-1].startswith(f"tensorboard --logdir {root} ")
 
     run_cli("predict", "--ckpt_path", checkpoint.last_model_path, root=root)
     lines = capsys.readouterr().out.splitlines()
     predicted = versions(root)[-1]
+    assert predicted == run / "predict"  # a stage of the checkpoint's run, not a run of its own
+    assert not list(predicted.glob("events.out.tfevents.*"))  # it logged nothing: no empty run in TensorBoard
     assert f"run folder:      {predicted}" in lines
     assert f"checkpoint:      {checkpoint.last_model_path} (loaded)" in lines
     assert f"predictions:     {predicted / 'predictions.csv'}" in lines
@@ -287,3 +289,87 @@ def test_nothing_is_said_of_files_that_do_not_exist(root, capsys):
     assert f"run folder:      {root}" in lines
     assert not [line for line in lines if line.startswith(("best checkpoint", "last checkpoint", "predictions:",
                                                            "figures:", "tensorboard"))]
+
+
+# --- 11. run folders named after what ran; test, validate and predict as stages of their fit's run -------------------
+RUN_NAME = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(-\d+)?"
+
+
+def test_run_folders_are_named_after_config_model_and_target(root, tmp_path):
+    import re
+
+    fit_config("line_linear.yaml", root, *SHORT)
+    fit_config("line_linear.yaml", root, *SHORT)  # within the same second, most likely: a -2 then
+    table = tmp_path / "prices.csv"
+    table.write_text("size (m2),city,price $\n" + "".join(f"{40 + i},{'ab'[i % 2]},{100 + 3 * i}\n" for i in range(30)))
+    run_cli("fit", "--model", "LinearRegression", "--data", "TableDataModule", "--data.path", table,
+            "--data.target", "price $", *SHORT, root=root)
+    first, second, third = (r.relative_to(root) for r in runs(root))
+    assert first.parent.as_posix() == second.parent.as_posix() == "line_linear/LinearRegression-y"
+    assert third.parent.as_posix() == "LinearRegression-price"  # no config: model and target; '$' and ' ' left out
+    for run in (first, second, third):
+        assert re.fullmatch(RUN_NAME, run.name), run
+    assert first != second
+
+
+def test_name_chooses_the_folder_and_is_checked(root, capsys):
+    cli = fit_config("line_linear.yaml", root, *SHORT, "--name", "baseline/sgd")
+    (run,) = runs(root)
+    assert run.parent == root / "baseline" / "sgd" and cli.trainer.log_dir == str(run)
+    for name in ("../outside", "/tmp/x", " "):
+        with pytest.raises(SystemExit) as stop:
+            main(["fit", "--config", str(CONFIGS / "line_linear.yaml"), "--name", name,
+                  "--trainer.default_root_dir", str(root)])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert f"name={name!r} is invalid" in err and "Traceback" not in err
+    assert runs(root) == [run]
+
+
+def test_test_validate_and_predict_are_stages_of_the_checkpoints_run(root, tmp_path):
+    fit_config("line_linear.yaml", root, *SHORT)
+    (run,) = runs(root)
+    for command in ("test", "validate", "predict", "test"):
+        run_cli(command, "--ckpt_path", "last", root=root)
+    assert runs(root) == [run]  # one run folder in all
+    assert [v.relative_to(run).as_posix() for v in versions(root)[1:]] == ["test", "validate", "predict", "test-2"]
+    for stage in ("test", "validate", "predict", "test-2"):
+        assert (run / stage / "config.yaml").is_file()
+    assert (run / "predict" / "predictions.csv").is_file() and (run / "predictions.csv").is_file()
+    # a checkpoint copied elsewhere still logs into its own run, wherever that is
+    elsewhere = tmp_path / "elsewhere"
+    run_cli("test", "--ckpt_path", run / "checkpoints" / "last.ckpt", root=elsewhere)
+    assert (run / "test-3").is_dir() and not elsewhere.exists()
+    # --name asks for a run of its own
+    run_cli("test", "--ckpt_path", "last", "--name", "tested", root=root)
+    assert [r.parent.name for r in runs(root)] == ["LinearRegression-y", "tested"]
+
+
+def test_a_refused_command_leaves_nothing_behind(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,y\n" + "".join(f"{i},{i + 1},{2 * i}\n" for i in range(20)) + "3,x,4\n")
+    root = tmp_path / "runs"
+    for args in (["fit", "--model", "LinearRegression", "--data", "TableDataModule", "--data.path", str(bad),
+                  "--data.target", "y", "--data.categorical", "[]"],
+                 ["fit", "--config", str(CONFIGS / "line_linear.yaml"), "--data.n_points", "1"]):
+        with pytest.raises(SystemExit) as stop:
+            main([*args, "--trainer.default_root_dir", str(root)])
+        assert stop.value.code == 2 and "Traceback" not in capsys.readouterr().err
+        assert not root.exists(), sorted(root.rglob("*"))
+    fit_config("line_linear.yaml", root, *SHORT)
+    (run,) = runs(root)
+    before = sorted(run.rglob("*"))
+    with pytest.raises(SystemExit) as stop:  # a predict refused for its table: no predict stage
+        main(["predict", "--ckpt_path", "last", "--data", "TableDataModule", "--data.predict_path", str(bad),
+              "--trainer.default_root_dir", str(root)])
+    assert stop.value.code == 2
+    assert sorted(run.rglob("*")) == before
+
+
+def test_a_table_argument_without_the_table_module_says_to_add_it(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--model", "LinearRegression", "--data.path", "x.csv", "--trainer.default_root_dir",
+              str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert err == ("lit-regression: error: data.init_args.path: TensorDataModule has no such argument "
+                   "(a table's argument: add --data TableDataModule)")

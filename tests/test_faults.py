@@ -22,7 +22,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CONFIGS, ROOT, run_cli, versions
+from conftest import CONFIGS, ROOT, LastCheckpoint, run_cli, versions
 from lit_regression.batches import TensorBatches
 from lit_regression.callbacks.finite import FiniteCheck
 from lit_regression.checkpointing import AtomicCheckpointIO, RandomState, atomic_torch_save
@@ -136,9 +136,9 @@ def epochs_done(line: str) -> int | None:
     return None
 
 
-def resume_matches_an_uninterrupted_run(last: Path, args: list, full_root: Path) -> None:
+def resume_matches_an_uninterrupted_run(last: LastCheckpoint, args: list, full_root: Path) -> None:
     """Resume from ``last`` (in a process), run ``args`` uninterrupted under ``full_root``: the same end state."""
-    resumed = cli_process(*args, "--ckpt_path", "last", root=last.parents[3])
+    resumed = cli_process(*args, "--ckpt_path", "last", root=last.root)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     run_cli(*args, *QUIET, root=full_root)
@@ -155,7 +155,7 @@ def test_sigterm_or_ctrl_c_finishes_the_epoch_writes_it_and_resumes_bit_identica
     """The default schedule (every 30 s) writes nothing during this run of a few seconds: the signal alone makes
     the run write the epoch it finishes, and exit with 128 + the signal."""
     stopped_root, full_root = tmp_path / "stopped", tmp_path / "full"
-    last = stopped_root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    last = LastCheckpoint(stopped_root)
     stopped = progress_process(*LONG_RUN, root=stopped_root)
     output = []
     for line in stopped.stdout:
@@ -186,7 +186,7 @@ def test_sigkill_between_two_scheduled_writes_then_resume_is_bit_identical(tmp_p
     """``last.ckpt`` every 0.5 s: killed after the run got past its last write, the resume redoes the epochs since
     and ends where an uninterrupted run ends."""
     killed_root, full_root = tmp_path / "killed", tmp_path / "full"
-    last = killed_root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    last = LastCheckpoint(killed_root)
     args = [*LONG_RUN, "--checkpoint.every_n_seconds", "0.5"]
     killed = progress_process(*args, root=killed_root)
     written_before_kill = None
@@ -210,7 +210,7 @@ def test_sigkill_between_two_scheduled_writes_then_resume_is_bit_identical(tmp_p
 def killed_beside_full(args: list, killed_root: Path, full_root: Path, epoch: int = 2):
     """Run ``args`` in a process killed (SIGKILL) just after its checkpoint of ``epoch``, and meanwhile the same
     run uninterrupted in this process; the uninterrupted run's CLI object."""
-    last = killed_root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    last = LastCheckpoint(killed_root)
     killed = cli_process(*args, root=killed_root)
     killer = threading.Thread(target=kill_after_checkpoint, args=(killed, last, epoch))
     killer.start()
@@ -243,7 +243,7 @@ def kill_after_checkpoint(process: subprocess.Popen, last: Path, epoch: int) -> 
 def test_sigkill_then_resume_last_is_bit_identical(tmp_path):
     """With ``last.ckpt`` at every epoch end (``every_n_seconds 0``): the same to the step, curves included."""
     killed_root, full_root = tmp_path / "killed", tmp_path / "full"
-    last = killed_root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    last = LastCheckpoint(killed_root)
     full = killed_beside_full([*RESUME_RUN, "--checkpoint.every_n_seconds", "0"], killed_root, full_root)
     killed_at = torch.load(last, weights_only=True)["epoch"]
     assert 2 <= killed_at < 11
@@ -295,7 +295,7 @@ def test_resume_continues_the_run_folder_and_a_branch_gets_a_new_one(tmp_path):
     assert (run / "config-resume-1.yaml").is_file()
     best = next(p for p in (run / "checkpoints").iterdir() if p.name.startswith("epoch="))
     run_cli("fit", *LINE, "--trainer.max_epochs", "6", "--ckpt_path", best, root=tmp_path)  # a branch, not a resume
-    assert [v.name for v in versions(tmp_path)] == ["version_0", "version_1"]
+    assert len(versions(tmp_path)) == 2 and versions(tmp_path)[0] == run
     assert not (run / "config-resume-2.yaml").exists()
 
 
@@ -415,7 +415,7 @@ def test_nan_stops_at_once_with_one_message_and_keeps_the_last_good_checkpoint(t
     (line,) = [line for line in err.splitlines() if line.startswith("lit-regression: error:")]
     assert "training diverged at epoch 1, step 1" in line and "the training loss is inf" in line
     assert "lower learning rate" in line and "standardised inputs" in line
-    last = versions(tmp_path)[0] / "checkpoints" / "last.ckpt"  # written at the end of the first epoch
+    last = LastCheckpoint(tmp_path)  # written at the end of the first epoch
     assert f"the last good checkpoint is kept: {last}" in line
     checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["epoch"] == 0 and finite(checkpoint["state_dict"])
@@ -438,7 +438,8 @@ def test_parameters_that_overflow_are_caught_before_the_epoch_checkpoint(tmp_pat
     assert code == 2
     assert "epoch 0, step 0" in err and "linear.weight became non-finite" in err
     assert "no checkpoint had been written yet" in err
-    assert not list(versions(tmp_path)[0].rglob("*.ckpt"))  # Lightning alone would save inf weights here
+    assert not list(tmp_path.rglob("*.ckpt"))  # Lightning alone would save inf weights here
+    assert not versions(tmp_path)  # it logged nothing before it stopped: no run folder is left
 
 
 def test_finite_check_and_atomic_writer_are_registered(tmp_path):
@@ -514,7 +515,7 @@ def test_bad_input_gives_one_message_and_status_2(args, expected, ckpts, tmp_pat
 
 
 def test_malicious_last_checkpoint_is_refused_on_resume(ckpts, tmp_path, capsys):
-    planted = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    planted = tmp_path / "someone" / "2026-01-01_00-00-00" / "checkpoints" / "last.ckpt"
     planted.parent.mkdir(parents=True)
     planted.write_bytes(ckpts["evil"].read_bytes())
     code, err = run_main(capsys, *FIT, "--ckpt_path", "last", root=tmp_path)
@@ -548,7 +549,7 @@ def test_concurrent_runs_get_separate_version_folders(tmp_path):
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err
     runs = versions(tmp_path)
-    assert [r.name for r in runs] == ["version_0", "version_1"]
+    assert len(runs) == 2 and runs[0].parent == runs[1].parent and runs[0] != runs[1]
     lrs = sorted(yaml.safe_load((r / "config.yaml").read_text())["model"]["init_args"]["lr"] for r in runs)
     assert lrs == [0.01, 0.02]
     for run in runs:
@@ -566,7 +567,7 @@ def test_the_best_checkpoint_named_on_disk_stays_until_its_replacement_is_writte
 
     class Watch(L.Callback):
         def on_train_epoch_start(self, trainer, pl_module):
-            last = versions(tmp_path)[0] / "checkpoints" / "last.ckpt"
+            last = LastCheckpoint(tmp_path)
             if last.exists():
                 state = torch.load(last, weights_only=True)["callbacks"]
                 (best,) = [s["best_model_path"] for k, s in state.items() if "ResumableCheckpoint" in k]

@@ -336,8 +336,8 @@ def test_sigkill_between_two_passes_of_a_logistic_fit_resumes_bit_identical(tmp_
             "--data.task", "classification", "--data.batch_size", "4", "--data.shuffle", "true", "--model.l2", "1e-4",
             "--convergence.stop", "false", "--trainer.max_epochs", "8", "--checkpoint.every_n_seconds", "0",
             "--plots.enabled", "false", "--predictions.enabled", "false"]
-    last = tmp_path / "killed" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     killed_beside_full(args, tmp_path / "killed", tmp_path / "full")
+    last = versions(tmp_path / "killed")[0] / "checkpoints" / "last.ckpt"
     assert 2 <= torch.load(last, weights_only=True)["epoch"] < 7
     resumed = cli_process(*args, "--ckpt_path", "last", root=tmp_path / "killed")
     _, err = resumed.communicate(timeout=300)

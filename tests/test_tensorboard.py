@@ -1,6 +1,7 @@
-"""Issue 5: what a person sees in TensorBoard. A real TensorBoard server on loopback reads two short fit runs, and
-the test asks it over HTTP, through the endpoints its own web page uses, for the runs' scalars, figures and
-HParams (with the metrics the runs really reached, not Lightning's placeholder ``hp_metric = -1``)."""
+"""What a person sees in TensorBoard. A real TensorBoard server on loopback reads two short fit runs and a test of
+the first, and the test asks it over HTTP, through the endpoints its own web page uses, for the runs' names,
+scalars, custom-scalars layout, figures and HParams (with the metrics the runs really reached, not Lightning's
+placeholder ``hp_metric = -1``, and the test metrics in the trial of their fit)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
-from conftest import fit_config, versions
+from conftest import fit_config, run_cli, runs as run_folders
 from lit_regression.callbacks import ParameterReport
 
 EPOCHS = 15
@@ -83,15 +84,17 @@ class Server:
 
 @pytest.fixture(scope="module")
 def board(tmp_path_factory):
-    """Two runs (linear model, two-layer network) and a TensorBoard serving them; stopped afterwards."""
+    """Two runs (linear model, two-layer network), a test of the first from its last.ckpt, and a TensorBoard
+    serving them; stopped afterwards."""
     root = tmp_path_factory.mktemp("tb") / "runs"
-    clis = [fit_config("line_linear.yaml", root, "--trainer.max_epochs", str(EPOCHS)),
-            fit_config("line_two_layer.yaml", root, "--trainer.max_epochs", str(EPOCHS))]
-    runs = [f"lightning_logs/{v.name}" for v in versions(root)]
+    clis = [fit_config("line_linear.yaml", root, "--trainer.max_epochs", str(EPOCHS))]
+    tested = run_cli("test", "--ckpt_path", "last", root=root)
+    clis.append(fit_config("line_two_layer.yaml", root, "--trainer.max_epochs", str(EPOCHS)))
+    runs = [v.relative_to(root).as_posix() for v in run_folders(root)]
     server = Server(root, root.parent / "tensorboard.log")
     try:
         server.wait_for(runs)
-        yield server, dict(zip(runs, clis))
+        yield server, dict(zip(runs, clis)), tested
     finally:
         server.stop()
 
@@ -103,12 +106,19 @@ def final(cli, name: str) -> float:
     return report["metrics"][name]
 
 
+def test_runs_are_named_after_what_ran(board):
+    server, runs, _ = board
+    linear, two_layer = runs
+    assert linear.startswith("line_linear/LinearRegression-y/") and two_layer.startswith("line_two_layer/TwoLayerRegression-y/")
+    assert sorted(server.get("/data/runs")) == sorted([*runs, f"{linear}/test"])  # the test is a stage of its fit
+
+
 def test_runs_and_scalars(board):
-    server, runs = board
-    assert sorted(server.get("/data/runs")) == sorted(runs)
+    server, runs, _ = board
     tags = server.get("/data/plugin/scalars/tags")
     for run, cli in runs.items():
         assert {"train_loss", "val_loss", "val_r2"} <= set(tags[run])
+        assert "epoch" not in tags[run]  # Lightning's epoch-against-step chart would open the page
         assert "hp_metric" not in tags[run]  # Lightning's placeholder is off
         for name in ("train_loss", "val_loss"):
             points = server.get("/data/plugin/scalars/scalars", run=run, tag=name)  # [wall_time, step, value]
@@ -116,8 +126,19 @@ def test_runs_and_scalars(board):
             assert points[-1][2] == pytest.approx(final(cli, name), rel=1e-6)
 
 
+def test_custom_scalars_put_the_losses_on_one_chart(board):
+    server, runs, _ = board
+    (category,) = server.get("/data/plugin/custom_scalars/layout")["category"]
+    charts = [(chart["title"], chart["multiline"]["tag"]) for chart in category["chart"]]
+    assert charts[:2] == [("loss", ["^(train|val|test)_loss$"]), ("r2", ["^(train|val|test)_r2$"])]
+    assert {title for title, _ in charts[2:]} == {"mae", "mse", "rmse"}
+    linear = next(iter(runs))
+    lines = server.get("/data/plugin/custom_scalars/scalars", run=linear, tag="^(train|val|test)_loss$")
+    assert set(lines["tag_to_events"]) == {"train_loss", "val_loss"} and lines["regex_valid"]
+
+
 def test_figures_are_images(board):
-    server, runs = board
+    server, runs, _ = board
     tags = server.get("/data/plugin/images/tags")
     for run in runs:
         assert set(tags[run]) == {"figures/data_and_predictions", "figures/loss_curves"}
@@ -131,21 +152,25 @@ def test_figures_are_images(board):
 
 
 def test_hparams_with_real_final_metrics(board):
-    server, runs = board
+    server, runs, tested = board
     experiment = server.post("/data/plugin/hparams/experiment", {"experimentName": ""})
     hparams = {h["name"]: h for h in experiment["hparamInfos"]}
     # the union of both runs' model and data arguments
-    assert {"lr", "loss", "form", "hidden", "weight", "bias", "val_size", "split"} <= set(hparams)
+    assert {"lr", "loss", "form", "hidden", "weight", "bias", "val_size", "split", "model", "optimizer", "target",
+            "l2"} <= set(hparams)
+    assert set(hparams["model"]["domainDiscrete"]) == {"LinearRegression", "TwoLayerRegression"}
     assert not any(name.startswith("_") for name in hparams)
     assert set(hparams["lr"]["domainInterval"].values()) == {0.01, 0.001}
-    metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
-    assert {"train_loss", "val_loss", "val_r2"} <= metrics and "hp_metric" not in metrics
+    metrics = {(m["name"]["group"], m["name"]["tag"]) for m in experiment["metricInfos"]}
+    assert {("", "train_loss"), ("", "val_loss"), ("", "val_r2"), ("test", "test_loss")} <= metrics
+    assert not any(tag == "hp_metric" for _, tag in metrics)
 
     request = {
         "experimentName": "",
         "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-        "colParams": [{"hparam": "lr"}, {"hparam": "hidden"}, {"metric": {"tag": "val_loss"}},
-                      {"metric": {"tag": "train_loss"}}, {"metric": {"tag": "val_r2"}}],
+        "colParams": [{"hparam": "lr"}, {"hparam": "hidden"}, {"hparam": "model"}, {"hparam": "target"},
+                      {"metric": {"tag": "val_loss"}}, {"metric": {"tag": "train_loss"}}, {"metric": {"tag": "val_r2"}},
+                      {"metric": {"group": "test", "tag": "test_loss"}}],
         "startIndex": 0,
         "sliceSize": 10,
     }
@@ -156,9 +181,14 @@ def test_hparams_with_real_final_metrics(board):
     for run, cli in runs.items():
         group = by_run[run]
         assert group["hparams"]["lr"] == cli.model.hparams.lr
+        assert (group["hparams"]["model"], group["hparams"]["target"]) == (type(cli.model).__name__, "y")
         assert group["sessions"][0]["status"] == "STATUS_SUCCESS"
         values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
         for name in ("val_loss", "train_loss", "val_r2"):
             assert values[name] == pytest.approx(final(cli, name), rel=1e-6)
             assert values[name] != -1
+    # the test of the linear run, from its checkpoint, in the same trial as its fit
+    linear = by_run[next(iter(runs))]
+    test_loss = next(m["value"] for m in linear["metricValues"] if m["name"] == {"group": "test", "tag": "test_loss"})
+    assert test_loss == pytest.approx(tested.trainer.callback_metrics["test_loss"].item(), rel=1e-6)
     assert by_run[next(r for r, c in runs.items() if "hidden" in c.model.hparams)]["hparams"]["hidden"] == 10
