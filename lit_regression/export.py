@@ -4,8 +4,8 @@
 To use it without Lightning's trainer::
 
     from lit_regression.export import load_weights
-    model = load_weights("runs/lightning_logs/version_0/weights.pt",
-                         "runs/lightning_logs/version_0/checkpoints/last.ckpt")
+    run = "runs/insurance/LinearRegression-charges/2026-12-06_03-10-05"   # the run folder `fit` printed
+    model = load_weights(f"{run}/weights.pt", f"{run}/checkpoints/last.ckpt")
     y = model(x)   # eval mode, no gradients needed
 
 The checkpoint only supplies the model's class and constructor arguments (``hyper_parameters``); the weights come

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import CONFIGS, ROOT, fit_config, run_cli, scalars, versions
+from conftest import CONFIGS, ROOT, fit_config, run_cli, runs, scalars, versions
 
 EPOCHS = "60"
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
@@ -50,7 +50,7 @@ def ddp(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_two_processes_learn_what_one_learns(single, ddp):
-    (run,) = versions(ddp)  # one version folder for both processes
+    (run,) = runs(ddp)  # one version folder for both processes
     assert parameters(run / "checkpoints" / "last.ckpt") == pytest.approx(
         parameters(single / "checkpoints" / "last.ckpt"), abs=1e-6)
     one, two = scalars(single), scalars(run)
@@ -64,7 +64,7 @@ def test_two_processes_learn_what_one_learns(single, ddp):
 
 @pytest.mark.slow
 def test_ddp_predictions_hold_every_row_once_in_order(single, ddp):
-    (run,) = versions(ddp)
+    (run,) = runs(ddp)
     two, one = pd.read_csv(run / "predictions.csv"), pd.read_csv(single / "predictions.csv")
     assert two["row"].tolist() == list(range(50))
     assert two["y"].to_numpy() == pytest.approx(one["y"].to_numpy(), abs=1e-6)
@@ -72,12 +72,15 @@ def test_ddp_predictions_hold_every_row_once_in_order(single, ddp):
 
 @pytest.mark.slow
 def test_ddp_test_and_predict_from_checkpoint(single, ddp, tmp_path):
-    ckpt = versions(ddp)[0] / "checkpoints" / "last.ckpt"
+    (run,) = runs(ddp)
+    ckpt = run / "checkpoints" / "last.ckpt"
     ddp_flags = ("--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp")
     cli_process("test", "--ckpt_path", ckpt, *ddp_flags, root=tmp_path)
     cli_process("predict", "--ckpt_path", ckpt, *ddp_flags, root=tmp_path)
-    tested, predicted = versions(tmp_path)
-    reference = run_cli("test", "--ckpt_path", ckpt, root=tmp_path / "one")
+    tested, predicted = run / "test", run / "predict"  # stages of the checkpoint's run, chosen by the first process
+    assert runs(ddp) == [run] and not tmp_path.joinpath("test").exists()
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["checkpoints", "figures", "predict", "test"]
+    reference = run_cli("test", "--ckpt_path", ckpt, "--name", "one", root=tmp_path)
     assert scalars(tested)["test_loss"] == [pytest.approx(float(reference.trainer.callback_metrics["test_loss"]), abs=1e-7)]
     assert pd.read_csv(predicted / "predictions.csv")["row"].tolist() == list(range(50))
 
@@ -164,15 +167,15 @@ def test_ddp_on_a_table_with_categories_and_gaps(tmp_path):
     ckpt = two / "checkpoints" / "last.ckpt"
     for command in ("validate", "test"):
         result = cli_process(command, "--ckpt_path", ckpt, *ddp_flags, root=tmp_path / command)
-        reference = run_cli(command, "--ckpt_path", ckpt, root=tmp_path / f"{command}_one")
+        reference = run_cli(command, "--ckpt_path", ckpt, "--name", "one", root=tmp_path / f"{command}_one")
         tag = "val_loss" if command == "validate" else "test_loss"
-        assert scalars(versions(tmp_path / command)[0])[tag] == [
+        assert scalars(two / command)[tag] == [
             pytest.approx(float(reference.trainer.callback_metrics[tag]), rel=1e-6)], result.stdout[-2000:]
     result = cli_process("predict", "--ckpt_path", ckpt, "--data.predict_path", new, *ddp_flags,
                          root=tmp_path / "predict")
     assert result.stderr.count("categories not seen in training") == 1  # one line, from one process
-    predicted = pd.read_csv(versions(tmp_path / "predict")[0] / "predictions.csv")
-    run_cli("predict", "--ckpt_path", ckpt, "--data.predict_path", new, root=tmp_path / "predict_one")
+    predicted = pd.read_csv(two / "predict" / "predictions.csv")
+    run_cli("predict", "--ckpt_path", ckpt, "--data.predict_path", new, "--name", "one", root=tmp_path / "predict_one")
     reference = pd.read_csv(versions(tmp_path / "predict_one")[0] / "predictions.csv")
     assert predicted["row"].tolist() == list(range(40))
     assert predicted["charges"].to_numpy() == pytest.approx(reference["charges"].to_numpy(), rel=1e-6)
