@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/line_linear.yaml
 RUNS ?= runs
 
-.PHONY: setup run test test-fast fuzz bench tensorboard clean
+.PHONY: setup run test test-fast fuzz bench tensorboard docs clean
 
 setup: $(STAMP)
 
@@ -36,7 +36,13 @@ bench: setup
 	$(BIN)/python benchmarks/run.py
 
 tensorboard: setup
+	@echo "TensorBoard on http://127.0.0.1:6006 ; the losses on one chart: http://127.0.0.1:6006/#custom_scalars"
 	$(BIN)/tensorboard --logdir $(RUNS) --host 127.0.0.1 --port 6006
 
+# the reference pages of docs/ as a site, in site/ (mkdocs with the material theme, the `docs` extra)
+docs: setup
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[docs]'
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) $(RUNS) .pytest_cache
+	rm -rf $(VENV) $(RUNS) .pytest_cache site

@@ -16,7 +16,7 @@ save: ``.venv/bin/python benchmarks/profile_fit.py [--instrument] [--ablate] [--
 * ``--cprofile``: cProfile of the same N1/N2 fits, per-epoch difference per function (cProfile's overhead
   inflates Python-heavy code about two-fold: use it to find names, the timers for sizes).
 
-What remains (issue 16, Intel Xeon, 2 cores; ms per epoch). The bare LightningModule takes 0.90-0.96: Lightning's
+What remains (Intel Xeon, 2 cores; ms per epoch). The bare LightningModule takes 0.90-0.96: Lightning's
 loop, with a validation every epoch, is 0.78 of it over the plain PyTorch loop. Inside a fit of the seed config
 (``--ablate``) an epoch takes 1.70 (1.8x the bare module); ``make bench`` measures 2.04 (2.25x) because its
 whole-fit difference between 50 and 250 epochs also counts what grows with the epochs outside them: the

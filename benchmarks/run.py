@@ -1,4 +1,4 @@
-"""Benchmarks of lit_regression against plain PyTorch (issue 7): ``make bench`` or
+"""Benchmarks of lit_regression against plain PyTorch and Lightning: ``make bench`` or
 ``.venv/bin/python benchmarks/run.py [--quick] [--json PATH]``.
 
 Every figure is a ratio against a reference measured in the same run, interleaved (A, B, A, B, ...; the order
@@ -425,7 +425,7 @@ def side_effects_command(path: Path, root: str, on: tuple[str, ...]) -> list[str
 
 
 def figure_side_effects(report: Report, cfg: dict) -> None:
-    """Issue 16: what the end-of-fit predictions, figures and report add to a 2-epoch fit of a ``rows x 20``
+    """What the end-of-fit predictions, figures and report add to a 2-epoch fit of a ``rows x 20``
     numeric CSV (each in a fresh process, interleaved), all three together (target <= 1.5x) and each alone."""
     rows = cfg["table_rows"]
     path = table_load.make_csv(rows)
@@ -515,7 +515,7 @@ def figure_optimum(report: Report, cfg: dict) -> None:
 
 # --- figure 7: streaming Parquet against the in-memory path ------------------------------------------------------
 def figure_streaming(report: Report, cfg: dict) -> None:
-    """Issue 15: ``--data.streaming true`` on a folder of 8 Parquet files: its peak RSS above a tiny run's against
+    """``--data.streaming true`` on a folder of 8 Parquet files: its peak RSS above a tiny run's against
     the table as float32 (and for twice the rows), and its epoch against the in-memory path's on the same rows."""
     rows, reps = cfg["stream_rows"], cfg["stream_reps"]
     features, files = streaming.FEATURES, streaming.FILES
@@ -563,7 +563,9 @@ FIGURES = ("epoch", "process", "throughput", "gpu", "table", "side", "optimum", 
 
 def main(argv: list[str] | None = None) -> int:
     global ON_DEVICE
-    parser = argparse.ArgumentParser(description="lit_regression benchmarks (issue 7)")
+    parser = argparse.ArgumentParser(
+        description="lit_regression benchmarks: each figure a ratio against a reference measured in the same run "
+                    "(benchmarks/README.md says what each measures); prints a table and always exits 0")
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (smaller sizes, fewer repetitions)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--only", nargs="+",

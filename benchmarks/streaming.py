@@ -1,4 +1,4 @@
-"""Streaming Parquet (issue 15; figure 7 of ``benchmarks/run.py``): ``TableDataModule`` with
+"""Streaming Parquet (figure 7 of ``benchmarks/run.py``): ``TableDataModule`` with
 ``--data.streaming true`` against the in-memory path, on ``rows x 16`` float64 features ``x0..x15`` and a target
 ``y``.
 

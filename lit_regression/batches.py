@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import SequentialSampler
 
-from lit_regression.errors import InputError
+from lit_regression.errors import InputError, count
 
 
 def equal_sizes(rows: list[int], rank: int, batch_size: int) -> list[int]:
@@ -84,12 +84,12 @@ def share_out(counts: list[int], world_size: int) -> list[list[Part]]:
     bounds = [total * r // world_size for r in range(world_size + 1)]
     shares: list[list[Part]] = [[] for _ in range(world_size)]
     start = 0
-    for i, count in enumerate(counts):
+    for i, rows in enumerate(counts):
         for r in range(world_size):
-            lo, hi = max(bounds[r], start), min(bounds[r + 1], start + count)
+            lo, hi = max(bounds[r], start), min(bounds[r + 1], start + rows)
             if lo < hi:
                 shares[r].append(Part(i, lo - start, hi - start))
-        start += count
+        start += rows
     return shares
 
 
@@ -104,8 +104,8 @@ def refuse_empty_shares(rows: list[int], name: str) -> None:
 def too_few(rows: list[int], name: str, needed: str) -> str:
     """The message for a table whose ``rows`` (per process) leave a process fewer than it ``needed``."""
     total = sum(rows)
-    return (f"{total} row{'s' * (total != 1)} of {name} leave{'s' * (total == 1)} a process {min(rows)} "
-            f"rows for {needed} (rows per process: {rows}): use fewer processes"
+    return (f"{count(total, 'row')} of {name} leave{'s' * (total == 1)} a process {count(min(rows), 'row')} "
+            f"for {needed} (rows per process: {rows}): use fewer processes"
             + (" or a smaller data.batch_size" if needed != "a batch" else ""))
 
 

@@ -13,7 +13,6 @@ import sys
 import warnings
 from pathlib import Path
 from types import MethodType
-from typing import Optional
 
 import torch
 import yaml
@@ -210,7 +209,7 @@ class LitRegressionCLI(LightningCLI):
         parser.add_lightning_class_args(ParameterReport, "report")
         parser.add_lightning_class_args(Plots, "plots")
         parser.add_argument(
-            "--name", type=Optional[str], default=None,
+            "--name", type=str | None, default=None,
             help="The run's folder under trainer.default_root_dir, where runs are NAME/TIMESTAMP: by default "
                  "<config>/<Model>-<target> (<Model>-<target> without --config). test, validate and predict from a "
                  "run's checkpoint log into that run (a stage folder of it) unless a name is given.")

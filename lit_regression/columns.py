@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from lit_regression.cells import no_empty_label
-from lit_regression.errors import InputError, say
+from lit_regression.errors import InputError, count, say
 from lit_regression.preprocessing import fit_levels
 from lit_regression.sources import TableSource
 from lit_regression.tables import (TextFormat, is_number, is_text, listing, mostly_numeric, number_hint, type_name,
@@ -189,7 +189,8 @@ def describe(place: str, roles: list[dict[str, Any]]) -> str:
     for r in roles:
         role = r["role"]
         if "levels" in r:
-            role += f" ({r['levels']} levels)"
+            reference = f", reference {r['reference']!r}" if "reference" in r else ""
+            role += f" ({count(r['levels'], 'level')}{reference})"
         if "reason" in r:
             role += f": {r['reason']}"
         lines.append(f"  {r['column']:<{width}}{role}")

@@ -18,6 +18,23 @@ class InputError(ValueError):
         self.everywhere = everywhere
 
 
+def count(n: int, noun: str, plural: str | None = None, spec: str = "") -> str:
+    """``n`` and ``noun`` in the number that ``n`` asks for: ``count(1, "row")`` is ``1 row``, ``count(2, "row")``
+    ``2 rows``; ``plural`` where adding ``s`` (``es`` after s, x, sh, tch; ``ies`` for a final consonant + y) is
+    wrong. ``spec`` formats the number (``","``: ``1,024 rows``)."""
+    if n == 1:
+        word = noun
+    elif plural is not None:
+        word = plural
+    elif noun.endswith(("s", "x", "sh", "tch")):  # batches, but epochs
+        word = noun + "es"
+    elif noun.endswith("y") and noun[-2:-1] not in "aeiou":
+        word = noun[:-1] + "ies"
+    else:
+        word = noun + "s"
+    return f"{n:{spec}} {word}"
+
+
 @rank_zero_only
 def say(line: str, warning: bool = False) -> None:
     """One line on the console, from the first process only; a warning goes to stderr. Safe while a progress bar

@@ -3,7 +3,7 @@
 ::
 
     import lit_regression
-    predictor = lit_regression.load("runs/lightning_logs/version_0/checkpoints/last.ckpt")
+    predictor = lit_regression.load("last")       # the newest run's last.ckpt under runs/; or a checkpoint's path
     predictor.predict("new_rows.csv")            # or a pandas DataFrame, or a dict of columns
     predictor.predict({"age": [41], "city": ["Lyon"], "income": [52_000]})
 
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from lit_regression.cells import missing
-from lit_regression.checkpointing import read_checkpoint
-from lit_regression.errors import InputError
+from lit_regression.checkpointing import find_checkpoint, read_checkpoint
+from lit_regression.errors import InputError, count
 from lit_regression.export import lit_class
 
 
@@ -66,11 +66,35 @@ class Predictor:
         model: a lit_regression model whose ``forward`` takes the inputs in their own units.
         datamodule: the datamodule it was trained with, with its fitted state (``None``: rows are given as the
             model's inputs, one column per ``n_features``).
+        checkpoint: the file both came from, shown in the ``repr``.
+
+    ``repr`` says what it predicts from what: ``Predictor(LinearRegression -> charges, 7 columns: age, sex, bmi,
+    ..., checkpoint='runs/.../last.ckpt')``.
     """
 
-    def __init__(self, model: torch.nn.Module, datamodule: Any | None = None) -> None:
+    SHOWN_COLUMNS = 4  # input columns named in the repr; more are abbreviated to the first three and "..."
+
+    def __init__(self, model: torch.nn.Module, datamodule: Any | None = None, checkpoint: str | None = None) -> None:
         self.model = model.eval().cpu()
         self.datamodule = datamodule
+        self.checkpoint = checkpoint
+
+    def __repr__(self) -> str:
+        dm = self.datamodule
+        targets = [str(t) for t in getattr(dm, "target_names", None) or []]
+        what = type(self.model).__name__ + (f" -> {', '.join(targets)}" if targets else "")
+        try:  # a checkpoint's datamodule knows them; a new one reads its table's header (which may be gone)
+            columns = [str(c) for c in (getattr(dm, "input_columns", None) or getattr(dm, "feature_names", None)
+                                        or [])]
+        except InputError:
+            columns = []
+        if columns:
+            shown = columns if len(columns) <= self.SHOWN_COLUMNS else [*columns[:self.SHOWN_COLUMNS - 1], "..."]
+            inputs = f"{count(len(columns), 'column')}: {', '.join(shown)}"
+        else:
+            inputs = count(int(self.model.hparams.get("n_features", 0)), "input")
+        where = f", checkpoint={self.checkpoint!r}" if self.checkpoint is not None else ""
+        return f"Predictor({what}, {inputs}{where})"
 
     def inputs(self, rows: Any) -> torch.Tensor:
         """The model inputs of ``rows``: a pandas DataFrame, a dict of columns, a pyarrow Table or the path of a
@@ -86,7 +110,7 @@ class Predictor:
             x = x.reshape(-1, 1) if x.ndim == 1 else x
             n = self.model.hparams.n_features
             if x.ndim != 2 or x.shape[1] != n:
-                raise InputError(f"rows have shape {tuple(x.shape)}: the model takes {n} input column(s)")
+                raise InputError(f"rows have shape {tuple(x.shape)}: the model takes {count(n, 'input column')}")
             return x
         from lit_regression.tables import dense, read_table
 
@@ -123,10 +147,13 @@ class Predictor:
         return table(self.datamodule, torch.arange(len(x)), outputs.float()).to_pandas()
 
 
-def load(path: str | os.PathLike) -> Predictor:
+def load(path: str | os.PathLike = "last", root: str | os.PathLike = "runs") -> Predictor:
     """The :class:`Predictor` of a checkpoint written by ``lit-regression fit`` (or by a ``Trainer`` with the
-    package's model and datamodule)."""
+    package's model and datamodule). ``path`` is the checkpoint's file, or as ``--ckpt_path`` takes them ``last``
+    (the newest ``last.ckpt`` under ``root``) or ``best`` (the best checkpoint of that run)."""
     path = os.fspath(path)
+    if path in ("last", "best") and not os.path.isfile(path):
+        path = find_checkpoint(path, os.fspath(root))
     checkpoint = read_checkpoint(path)  # one message for a missing, unsafe or foreign file
     model = _class(checkpoint.get("hyper_parameters"), "model", path).load_from_checkpoint(
         path, map_location="cpu", weights_only=True)
@@ -134,4 +161,4 @@ def load(path: str | os.PathLike) -> Predictor:
     if checkpoint.get("datamodule_hyper_parameters"):
         cls = _class(checkpoint["datamodule_hyper_parameters"], "datamodule", path)
         datamodule = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    return Predictor(model, datamodule)
+    return Predictor(model, datamodule, path)

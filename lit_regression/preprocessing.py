@@ -8,8 +8,10 @@ exactly. :func:`encode` turns a block's cells into the model's float32 inputs. T
 values (so a checkpoint carries it and still loads with ``weights_only=True``).
 
 Encoded columns keep the table's order; a categorical column becomes one 0/1 column per level, named
-``column=level``. Numeric columns keep their units: the standardisation fitted here (mean and scale per column and
-target) is applied by the model, which carries it as buffers.
+``column=level``, or, with ``drop_first``, one per level but the first (the reference level, encoded as all zeros:
+statsmodels' treatment coding), so that the columns and the bias are not collinear. Numeric columns keep their
+units: the standardisation fitted here (mean and scale per column and target) is applied by the model, which
+carries it as buffers.
 """
 
 from __future__ import annotations
@@ -39,12 +41,13 @@ def plain(value: Any) -> Any:
     return value
 
 
-def encoded_names(features: list[str], categories: dict[str, list]) -> list[str]:
-    """One name per model input: the numeric columns by their name, one ``column=level`` per level."""
+def encoded_names(features: list[str], categories: dict[str, list], drop_first: bool = False) -> list[str]:
+    """One name per model input: the numeric columns by their name, one ``column=level`` per level (but the
+    first, with ``drop_first``)."""
     names = []
     for feature in features:
         levels = categories.get(feature)
-        names.extend([feature] if levels is None else [f"{feature}={level}" for level in levels])
+        names.extend([feature] if levels is None else [f"{feature}={level}" for level in levels[int(drop_first):]])
     return names
 
 
@@ -74,17 +77,19 @@ def like_levels(values: np.ndarray, levels: list) -> np.ndarray:
     return values
 
 
-def one_hot(values: np.ndarray, levels: list) -> tuple[np.ndarray, np.ndarray]:
-    """float32 ``(rows, levels)`` 0/1 columns and the mask of rows whose value is not a level (all zeros)."""
+def one_hot(values: np.ndarray, levels: list, drop_first: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``(rows, levels)`` 0/1 columns (``levels - 1``, the first level's left out, with ``drop_first``)
+    and the mask of rows whose value is not a level (all zeros)."""
     from sklearn.preprocessing import OneHotEncoder
 
     if len(values) == 0:  # a split without rows (no validation rows, say): scikit-learn refuses to transform it
-        return np.zeros((0, len(levels)), dtype=np.float32), np.zeros(0, dtype=bool)
+        return np.zeros((0, len(levels) - int(drop_first)), dtype=np.float32), np.zeros(0, dtype=bool)
     values = like_levels(values, levels)
     known = np.asarray(levels, dtype=np.float64 if values.dtype.kind == "f" else object)
     encoder = OneHotEncoder(categories=[known], handle_unknown="ignore", sparse_output=False, dtype=np.float32)
     block = encoder.fit(known.reshape(-1, 1)).transform(values.reshape(-1, 1))
-    return block, block.sum(axis=1) == 0
+    unseen = block.sum(axis=1) == 0
+    return (block[:, 1:] if drop_first else block), unseen
 
 
 class Preprocessing:
@@ -96,27 +101,31 @@ class Preprocessing:
         fill: the value that fills the empty cells of a column (absent: empty cells are an error).
         mean, scale: per encoded column (``None``: not standardised); one-hot columns have mean 0 and scale 1.
         target_mean, target_scale: per regression target (``None``: targets not scaled).
+        drop_first: a categorical feature's first level (its reference) gets no column: its rows, and those of a
+            level not seen in training, are all zeros.
     """
 
     def __init__(self, features: list[str], categories: dict[str, list] | None = None,
                  fill: dict[str, Any] | None = None, mean: list[float] | None = None,
                  scale: list[float] | None = None, target_mean: list[float] | None = None,
-                 target_scale: list[float] | None = None) -> None:
+                 target_scale: list[float] | None = None, drop_first: bool = False) -> None:
         self.features = list(features)
         self.categories = dict(categories or {})
         self.fill = dict(fill or {})
         self.mean, self.scale = mean, scale
         self.target_mean, self.target_scale = target_mean, target_scale
+        self.drop_first = bool(drop_first)
         self.columns: dict[str, slice] = {}  # each feature's encoded columns
         start = 0
         for feature in self.features:
-            width = len(self.categories.get(feature, [None]))
+            levels = self.categories.get(feature)
+            width = 1 if levels is None else len(levels) - int(self.drop_first)
             self.columns[feature] = slice(start, start + width)
             start += width
 
     @property
     def names(self) -> list[str]:
-        return encoded_names(self.features, self.categories)
+        return encoded_names(self.features, self.categories, self.drop_first)
 
     # --- applying -----------------------------------------------------------------------------------------------
     def filled(self, feature: str, values: np.ndarray) -> np.ndarray:
@@ -136,22 +145,22 @@ class Preprocessing:
         mask of rows with a level not seen in training. Numbers stay in their units: the model standardises
         them with ``mean`` and ``scale`` (its ``input_mean`` and ``input_scale`` buffers)."""
         if feature in self.categories:
-            return one_hot(values, self.categories[feature])
+            return one_hot(values, self.categories[feature], self.drop_first)
         return values.astype(np.float32).reshape(-1, 1), None
 
     # --- as plain values (the datamodule's state_dict) ----------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {"features": self.features, "categories": self.categories, "fill": self.fill,
                 "feature_mean": self.mean, "feature_scale": self.scale,
-                "target_mean": self.target_mean, "target_scale": self.target_scale}
+                "target_mean": self.target_mean, "target_scale": self.target_scale, "drop_first": self.drop_first}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Preprocessing:
-        """From :meth:`state`; also reads the state of CSVDataModule checkpoints made before categories and
-        imputation existed (no ``categories``, no ``fill``)."""
+        """From :meth:`state`; also reads the state of CSVDataModule checkpoints made before categories,
+        imputation and ``drop_first`` existed (no ``categories``, no ``fill``: every level has its column)."""
         return cls(state.get("features") or [], state.get("categories"), state.get("fill"),
                    state.get("feature_mean"), state.get("feature_scale"), state.get("target_mean"),
-                   state.get("target_scale"))
+                   state.get("target_scale"), bool(state.get("drop_first", False)))
 
 
 # --- fitting: one pass over the training rows -------------------------------------------------------------------
@@ -207,7 +216,7 @@ NOT_IMPUTED_HINT = "fill it in or drop that row (this column is not imputed)"
 def fit(blocks: Iterator[tuple[int, Block]], gather: Callable[[Any], list], features: list[str],
         categories: dict[str, list], levels: dict[str, Counter], strategies: dict[str, str], standardize: bool,
         targets: Callable[[Block], np.ndarray], regression: list[str], scale_targets: bool, rows: int,
-        place: str) -> Preprocessing:
+        place: str, drop_first: bool = False) -> Preprocessing:
     """The preprocessing of ``features`` fitted on one pass over the training rows: ``blocks`` gives this
     process's ``(piece, block)`` of them (the blocks' numeric columns are read, every row checked, the kept rows
     counted) and ``gather`` every process's statistics, merged in piece order: the same bits on any number of
@@ -215,7 +224,7 @@ def fit(blocks: Iterator[tuple[int, Block]], gather: Callable[[Any], list], feat
     ``targets(block)`` checks a block's targets; the ``regression`` ones (their names; none for classes) are
     standardised where ``scale_targets``, and one with the same value in every row is an error. A median
     needs every value: its columns' training cells are kept until the pass ends. ``rows``: training rows in all;
-    ``place``: what messages call the training table."""
+    ``place``: what messages call the training table; ``drop_first``: see :class:`Preprocessing`."""
     numeric = [f for f in features if f not in categories]
     medians = [f for f in numeric if strategies.get(f) == "median"]
     hint = IMPUTE_HINT if all(strategies.get(f, "none") == "none" for f in features) else NOT_IMPUTED_HINT
@@ -258,8 +267,8 @@ def fit(blocks: Iterator[tuple[int, Block]], gather: Callable[[Any], list], feat
         if target_stats.n[j] > 1 and spread <= 1e-12 * abs(target_stats.mean[j]):  # rounding's deviations aside
             raise InputError(f"{place}: target column {name!r} has the value {plain(target_stats.mean[j])!r} in every "
                              "training row: there is nothing to learn", everywhere=True)
-    out = Preprocessing(features, categories)
-    mean, scale = [], []
+    out = Preprocessing(features, categories, drop_first=drop_first)
+    mean = []
     for feature in features:
         strategy = strategies.get(feature, "none")
         if feature in categories:
@@ -267,8 +276,7 @@ def fit(blocks: Iterator[tuple[int, Block]], gather: Callable[[Any], list], feat
             if strategy != "none" and counter:
                 top = max(counter.values())
                 out.fill[feature] = plain(min(v for v, c in counter.items() if c == top))
-            mean += [0.0] * len(categories[feature])
-            scale += [1.0] * len(categories[feature])
+            mean += [0.0] * (out.columns[feature].stop - out.columns[feature].start)
             continue
         j = numeric.index(feature)
         if stats.n[j] == 0:
@@ -284,7 +292,7 @@ def fit(blocks: Iterator[tuple[int, Block]], gather: Callable[[Any], list], feat
         scales = stats.scale(rows)
         out.mean = mean
         out.scale = [1.0 if f in categories else float(scales[numeric.index(f)])
-                     for f in features for _ in categories.get(f, [None])]
+                     for f in features for _ in range(out.columns[f].stop - out.columns[f].start)]
     if scale_targets:
         out.target_mean, out.target_scale = target_stats.mean.tolist(), target_stats.scale(rows).tolist()
     return out

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lit_regression.errors import InputError
+from lit_regression.errors import InputError, count
 
 SPLITS = ("train", "val", "test")
 
@@ -41,7 +41,7 @@ def split_rows(n: int, val_fraction: float, test_fraction: float, seed: int, lab
         train, val = (rest, rest[:0]) if n_val == 0 else train_test_split(
             rest, test_size=n_val, random_state=seed, stratify=None if labels is None else labels[rest])
     except ValueError as err:
-        raise InputError(f"{name}: cannot split {n} rows stratified by class ({err}); use more rows, other "
+        raise InputError(f"{name}: cannot split {count(n, 'row')} stratified by class ({err}); use more rows, other "
                          "fractions, or --data.stratify false") from None
     return {"train": train, "val": val, "test": test if n_test else val}
 
@@ -50,8 +50,13 @@ def split_rows(n: int, val_fraction: float, test_fraction: float, seed: int, lab
 def uniform(start: int, count: int, seed: int) -> np.ndarray:
     """A number in [0, 1) for each global row index ``start .. start + count - 1``: splitmix64 of the index and
     the seed, the same on every machine and process."""
+    return uniform_at(np.arange(start, start + count, dtype=np.uint64), seed)
+
+
+def uniform_at(rows: np.ndarray, seed: int) -> np.ndarray:
+    """:func:`uniform`'s number of each global row index in ``rows`` (any order)."""
     with np.errstate(over="ignore"):
-        z = np.arange(start, start + count, dtype=np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+        z = np.asarray(rows).astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
@@ -77,6 +82,13 @@ class Split:
         u = uniform(start, count, self.seed)
         return (u >= self.low) & (u < self.high)
 
+    def contains(self, rows: np.ndarray) -> np.ndarray:
+        """Whether each global row index of ``rows`` is in the split."""
+        if self.everything:
+            return np.ones(len(rows), dtype=bool)
+        u = uniform_at(rows, self.seed)
+        return (u >= self.low) & (u < self.high)
+
     def count(self, piece) -> int:
         """How many rows of a :class:`~lit_regression.tables.Piece` the split takes."""
         mask = self.mask(piece.start, piece.rows)
@@ -89,5 +101,17 @@ def held_out(val_fraction: float, test_fraction: float, seed: int, val_path: boo
     val = 0.0 if val_path else val_fraction
     test = 0.0 if test_path else test_fraction
     return {"train": Split(val + test, 1.0, seed), "val": Split(0.0, val, seed), "test": Split(val, val + test, seed)}
+
+
+def names_of(n: int, held: dict[str, np.ndarray]) -> np.ndarray:
+    """The split of each of the ``n`` rows of a table, as text (``train``, ``val``, ``test``), from the rows that
+    ``val`` and ``test`` hold (a ``test`` that is the validation rows, where none are held out for it, names
+    them ``val``); the others are ``train``."""
+    names = np.full(n, "train", dtype=object)
+    for split in ("test", "val"):  # val last: test rows that are the validation rows stay val
+        rows = held.get(split)
+        if rows is not None and len(rows):
+            names[rows] = split
+    return names
 
 

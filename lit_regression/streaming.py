@@ -27,7 +27,7 @@ import pyarrow as pa
 import torch
 
 from lit_regression.batches import InOrder, Part, equal_sizes, refuse_empty_shares, share_out, too_few
-from lit_regression.errors import InputError, write_line
+from lit_regression.errors import InputError, count, write_line
 from lit_regression.tables import Piece
 
 
@@ -256,7 +256,7 @@ class StreamBatches:
         if self.equal:  # the shares are the same every epoch, and so is k (Lightning counts the batches once)
             sizes = equal_sizes(rows, self.rank, self.batch_size)
             if min(rows) < len(sizes):
-                raise InputError(too_few(rows, self.name, f"{len(sizes)} batches"), everywhere=True)
+                raise InputError(too_few(rows, self.name, count(len(sizes), "batch")), everywhere=True)
             return sizes
         if self.every_process:
             refuse_empty_shares(rows, self.name)

@@ -1,4 +1,4 @@
-"""Issue 14: standard Lightning flags honoured, one-line errors with a suggestion, a quiet console that says at the
+"""Standard Lightning flags honoured, one-line errors with a suggestion, a quiet console that says at the
 end where things went."""
 
 from __future__ import annotations

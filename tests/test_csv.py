@@ -12,7 +12,7 @@ import torch
 from sklearn.datasets import load_diabetes, load_iris, load_wine
 from sklearn.linear_model import LinearRegression as SkLinearRegression
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
-from sklearn.metrics import balanced_accuracy_score, r2_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, r2_score
 from sklearn.preprocessing import StandardScaler
 
 from conftest import CONFIGS, ROOT, one_line_error, run_cli, scalars, versions
@@ -77,17 +77,17 @@ def test_logistic_regression_reaches_sklearn_accuracy_with_text_labels(tmp_path,
     assert data.classes == ["cultivar_A", "cultivar_B", "cultivar_C"] and fit.model.hparams.n_outputs == 3
     test = run_cli("test", "--ckpt_path", last_ckpt(versions(root)[0]), root=root)
     ours = float(test.trainer.callback_metrics["test_acc"])
+    balanced = float(test.trainer.callback_metrics["test_balanced_acc"])
 
     x, y = frame[list(data.feature_names)].to_numpy(), frame["cultivar"].to_numpy()
     train, held_out = data.split_rows["train"], data.split_rows["test"]
     scaler = StandardScaler().fit(x[train])  # as the datamodule does
     predicted = SkLogisticRegression().fit(scaler.transform(x[train]), y[train]).predict(scaler.transform(x[held_out]))
-    # LogisticRegression's multi-class test_acc is macro-averaged (torchmetrics Accuracy, average="macro"), which
-    # is scikit-learn's balanced accuracy
-    sklearn = balanced_accuracy_score(y[held_out], predicted)
-    print(f"wine test accuracy (macro): ours {ours:.6f}, scikit-learn {sklearn:.6f}; "
-          f"scikit-learn plain accuracy {np.mean(predicted == y[held_out]):.6f}")
-    assert ours == pytest.approx(sklearn, abs=0.01)
+    # test_acc is plain accuracy, test_balanced_acc scikit-learn's balanced accuracy
+    sklearn, sklearn_balanced = accuracy_score(y[held_out], predicted), balanced_accuracy_score(y[held_out], predicted)
+    print(f"wine test accuracy: ours {ours:.6f}, scikit-learn {sklearn:.6f}; balanced: ours {balanced:.6f}, "
+          f"scikit-learn {sklearn_balanced:.6f}")
+    assert ours == pytest.approx(sklearn, abs=0.01) and balanced == pytest.approx(sklearn_balanced, abs=0.01)
     # stratified: every split keeps the class proportions
     counts = pd.Series(y[held_out]).value_counts().sort_index().tolist()
     assert counts == pytest.approx((pd.Series(y).value_counts().sort_index() * 0.3).tolist(), abs=1)
@@ -109,8 +109,9 @@ def test_predict_from_checkpoint_alone_reproduces_fit_predictions(tmp_path, root
     assert checkpoint["CSVDataModule"]["target_mean"] == [pytest.approx(frame["progression"].mean(), rel=0.05)]
 
     fitted = pd.read_csv(run / "predictions.csv")
-    assert list(fitted.columns) == ["row", *frame.columns]
+    assert list(fitted.columns) == ["row", "split", *frame.columns]  # the fit's pass: the training table's rows
     assert fitted["row"].tolist() == list(range(len(frame)))
+    fitted = fitted.drop(columns="split")  # a table of its own (predict_path) has no split
     pd.testing.assert_frame_equal(fitted[list(frame.columns[:-1])], frame.drop(columns="progression"),
                                   check_dtype=False)  # the features as given, not standardised
     # in the target's own units (mean about 152), not the standardised ones (mean about 0)
@@ -135,7 +136,7 @@ def test_predictions_as_parquet_hold_what_the_csv_holds(tmp_path, root):
     as_csv = pd.read_csv(versions(root)[0] / "predictions.csv")
     as_parquet = pd.read_parquet(versions(root)[1] / "predictions.parquet")
     assert not (versions(root)[1] / "predictions.csv").exists()
-    assert list(as_parquet.columns) == ["row", "patient", "progression"] == list(as_csv.columns)
+    assert list(as_parquet.columns) == ["row", "split", "patient", "progression"] == list(as_csv.columns)
     assert as_parquet["patient"].tolist() == frame["patient"].tolist()
     np.testing.assert_allclose(as_parquet["progression"], as_csv["progression"], rtol=1e-6)
 
@@ -171,7 +172,7 @@ def test_multi_output_regression(tmp_path, root):
     assert data.n_outputs == 2 and fit.model.hparams.n_outputs == 2
 
     predictions = pd.read_csv(versions(root)[0] / "predictions.csv")
-    assert list(predictions.columns) == ["row", "x0", "x1", "x2", "y1", "y2"]
+    assert list(predictions.columns) == ["row", "split", "x0", "x1", "x2", "y1", "y2"]
     train = data.split_rows["train"]
     exact = SkLinearRegression().fit(x[train], frame[["y1", "y2"]].to_numpy()[train]).predict(x)
     np.testing.assert_allclose(predictions[["y1", "y2"]].to_numpy(), exact, atol=0.01 * frame[["y1", "y2"]].std().max())
@@ -198,12 +199,13 @@ def test_labels_and_id_column_round_trip(tmp_path, root, labels, ids):
     assert fit.datamodule.classes == labels and all(type(c) is type(labels[0]) for c in fit.datamodule.classes)
     run = versions(root)[0]
     fitted = pd.read_csv(run / "predictions.csv")
-    assert list(fitted.columns) == ["row", "id", "label", *(f"prob_{c}" for c in labels)]
+    assert list(fitted.columns) == ["row", "split", "id", "label", *(f"prob_{c}" for c in labels)]
     assert fitted["id"].tolist() == ids
     assert (fitted["label"] == frame["label"]).mean() > 0.9
     with open(run / "predictions.csv", newline="") as f:
         written = {row["label"] for row in csv.DictReader(f)}
     assert written == {str(label) for label in labels}  # 3, not 3.0
+    fitted = fitted.drop(columns="split")  # a table of its own (predict_path) has no split
 
     train.unlink()
     run_cli("predict", "--ckpt_path", last_ckpt(run), "--data.predict_path", raw, root=root)

@@ -1,4 +1,4 @@
-"""Issue 6: the same run on any hardware. Two-process DDP on CPU (gloo) against one process, torchrun, mixed
+"""The same run on any hardware. Two-process DDP on CPU (gloo) against one process, torchrun, mixed
 precision, and the GPU paths (skipped without a GPU)."""
 
 from __future__ import annotations

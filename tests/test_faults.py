@@ -1,4 +1,4 @@
-"""Issue 8: trustworthy under faults and bad input.
+"""Trustworthy under faults and bad input.
 
 Exact resume after a SIGKILL, checkpoints that a kill cannot corrupt, a stop with one message at a non-finite
 loss, checkpoints loaded as weights only (a malicious one runs nothing), one clear message and exit status 2 for

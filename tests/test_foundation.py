@@ -1,4 +1,4 @@
-"""Issue 2: the CLI end to end on the seed-002 nn.Linear run, and the artifacts of every subcommand."""
+"""The CLI end to end on the seed-002 nn.Linear run, and the artifacts of every subcommand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 14: progress a person can watch. In a terminal, ``fit`` draws one bar over the run's epochs with the losses;
+"""Progress a person can watch. In a terminal, ``fit`` draws one bar over the run's epochs with the losses;
 without one (CI logs, pipes) it prints a few plain lines; lines said during the fit stay intact above the bar."""
 
 from __future__ import annotations

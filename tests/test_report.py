@@ -1,4 +1,4 @@
-"""Issue 5: the parameter report against the truth and the exact solution, the figures, the weights export, and
+"""The parameter report against the truth and the exact solution, the figures, the weights export, and
 switching the callbacks off from the command line."""
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def test_export_round_trip_without_a_run(tmp_path):
 
 
 def test_long_noisy_loss_curves_are_drawn_with_a_moving_mean():
-    from lit_regression.callbacks.plots import loss_curves_figure
+    from lit_regression.callbacks.plots import LOSS_LABELS, loss_curves_figure
 
     epochs = list(range(400))
     flip = [0.01 if e % 2 else 0.001 for e in epochs]  # L1 loss near its minimum jumps every epoch
@@ -193,8 +193,9 @@ def test_long_noisy_loss_curves_are_drawn_with_a_moving_mean():
     linear, log = figure.axes[:2]
     assert log.get_yscale() == "log" and linear.get_yscale() == "linear"
     labels = [line.get_label() for line in linear.get_lines()]
-    assert labels == ["training loss, each epoch", "training loss, mean of 8 epochs", "validation loss, each epoch",
-                      "validation loss, mean of 8 epochs"]
+    train, val = LOSS_LABELS["train_loss"], LOSS_LABELS["val_loss"]
+    assert labels == [f"{train}, each epoch", f"{train}, mean of 8 epochs", f"{val}, each epoch",
+                      f"{val}, mean of 8 epochs"]
     assert linear.get_lines()[1].get_ydata() == pytest.approx([0.0055] * 393)
 
 

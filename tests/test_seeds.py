@@ -1,4 +1,4 @@
-"""Issue 3: every seed experiment reproduced from its config through the CLI, to the seeds' printed digits."""
+"""Every seed experiment reproduced from its config through the CLI, to the seeds' printed digits."""
 
 from __future__ import annotations
 

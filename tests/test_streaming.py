@@ -1,4 +1,4 @@
-"""Issue 15: tables bigger than memory. ``--data.streaming true`` reads Parquet files from disk every epoch: the
+"""Tables bigger than memory. ``--data.streaming true`` reads Parquet files from disk every epoch: the
 rows each process serves, the statistics of the one preprocessing pass, the optimum, streamed predictions, a kill
 in the middle of an epoch, and bad input."""
 
@@ -21,6 +21,7 @@ import torch
 from conftest import ROOT, one_line_error, run_cli, versions
 from test_faults import QUIET, assert_same_state
 from test_faults import cli_process as faults_process
+from lit_regression.callbacks import PredictionWriter
 from lit_regression.datamodules import TableDataModule
 from lit_regression.splits import Split, held_out, uniform
 from lit_regression.streaming import StreamBatches
@@ -55,6 +56,12 @@ def write_folder(folder: Path, sizes=(230, 170, 300), group: int = 64, seed: int
 def streamed(path: Path, **kwargs) -> TableDataModule:
     args = dict(path=str(path), target="price", streaming=True, batch_size=64, impute="mean", id_column="order id")
     return TableDataModule(**{**args, **kwargs})
+
+
+def written_predictions(cli) -> str:
+    """The folder of streamed predictions that a command's writer made (wherever its run folder is)."""
+    (writer,) = [c for c in cli.trainer.callbacks if isinstance(c, PredictionWriter)]
+    return writer.path
 
 
 def train_rows(n: int, val: float = 0.2, test: float = 0.0, seed: int = 42) -> np.ndarray:
@@ -224,9 +231,8 @@ def test_a_checkpoint_loads_without_its_cache_folder(tmp_path):
     run_cli("fit", *args, "--trainer.max_epochs", "2", root=tmp_path / "runs")
     (tmp_path / "scratch").rmdir()
     (run,) = versions(tmp_path / "runs")
-    run_cli("predict", *args, "--ckpt_path", run / "checkpoints" / "last.ckpt", root=tmp_path / "again")
-    (again,) = versions(tmp_path / "again")
-    predicted = ds.dataset(again / "predictions", format="csv").to_table()
+    again = run_cli("predict", *args, "--ckpt_path", run / "checkpoints" / "last.ckpt", root=tmp_path / "again")
+    predicted = ds.dataset(written_predictions(again), format="csv").to_table()
     assert sorted(predicted["row"].to_pylist()) == list(range(700))
 
 
@@ -363,8 +369,8 @@ def test_held_out_tables_are_counted_tested_and_the_training_table_predicts_with
     assert "test_loss" in tested.trainer.callback_metrics
     unlabelled = tmp_path / "unlabelled.parquet"
     pq.write_table(pq.read_table(tmp_path / "shop" / "part-0.parquet").drop_columns(["price"]), unlabelled)
-    run_cli("predict", "--ckpt_path", ckpt, "--data.path", unlabelled, root=tmp_path / "predict")
-    predicted = ds.dataset(versions(tmp_path / "predict")[0] / "predictions", format="csv").to_table()
+    predicted = run_cli("predict", "--ckpt_path", ckpt, "--data.path", unlabelled, root=tmp_path / "predict")
+    predicted = ds.dataset(written_predictions(predicted), format="csv").to_table()
     assert predicted.num_rows == pq.read_metadata(unlabelled).num_rows
 
 

@@ -206,7 +206,7 @@ def test_insurance_config_runs(root):
             "--trainer.max_epochs", "3", root=root)
     predicted = pd.read_csv(versions(root)[0] / "predictions.csv")
     assert len(predicted) == 600 and predicted["charges"].notna().all()
-    assert list(predicted.columns[:3]) == ["row", "age", "sex"]
+    assert list(predicted.columns[:4]) == ["row", "split", "age", "sex"]
 
 
 # --- bad input: one clear line, exit status 2 ---------------------------------------------------------------------

@@ -64,7 +64,7 @@ class Server:
                 raise RuntimeError(f"tensorboard exited with {self.process.returncode}")
             try:
                 scalars, images = self.get("/data/plugin/scalars/tags"), self.get("/data/plugin/images/tags")
-                if all("train_loss" in scalars.get(r, {}) and "figures/loss_curves" in images.get(r, {}) for r in runs):
+                if all("train_loss" in scalars.get(r, {}) and "visuals/loss_curves" in images.get(r, {}) for r in runs):
                     return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
@@ -141,7 +141,7 @@ def test_figures_are_images(board):
     server, runs, _ = board
     tags = server.get("/data/plugin/images/tags")
     for run in runs:
-        assert set(tags[run]) == {"figures/data_and_predictions", "figures/loss_curves"}
+        assert set(tags[run]) == {"visuals/data_and_predictions", "visuals/loss_curves"}  # after the metrics
         for tag in tags[run]:
             (sample,) = server.get("/data/plugin/images/images", run=run, tag=tag, sample="0")
             assert sample["step"] == EPOCHS  # logged at the end of fit, at the final global step

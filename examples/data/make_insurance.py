@@ -1,6 +1,9 @@
 """Writes insurance.csv: a made-up table shaped like real ones (text categories, a few gaps, odd column names).
 
-    python examples/data/make_insurance.py            # writes examples/data/insurance.csv (seeded: the same file)
+    python examples/data/make_insurance.py   # writes examples/data/insurance.csv and new_policies.csv (seeded)
+
+``new_policies.csv`` holds a few more policies with the same columns but no ``charges``: rows to predict with a
+model trained on insurance.csv (``lit-regression predict --ckpt_path last --data.predict_path ...``).
 
 Columns: ``policy id`` (unique text: ignored, too many values), ``age``, ``sex``, ``BMI (kg/m2)`` (a few empty
 cells), ``children``, ``smoker`` (yes/no), ``region`` (four regions, a few empty cells), ``charges`` (the target,
@@ -42,13 +45,24 @@ def make(rows: int = 600, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+def new_policies(rows: int = 5, seed: int = 1) -> pd.DataFrame:
+    """Policies to predict: drawn as in :func:`make` from another seed, without gaps and without the target."""
+    frame = make(max(rows, 20), seed).drop(columns="charges").dropna().head(rows).reset_index(drop=True)
+    frame["policy id"] = [f"N-{i:05d}" for i in range(1, len(frame) + 1)]
+    return frame
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("insurance.csv"))
     parser.add_argument("--rows", type=int, default=600)
+    parser.add_argument("--new-out", type=Path, default=Path(__file__).with_name("new_policies.csv"),
+                        help="where to write the policies to predict (no charges column)")
     args = parser.parse_args()
     make(args.rows).to_csv(args.out, index=False)
     print(f"wrote {args.out}")
+    new_policies().to_csv(args.new_out, index=False)
+    print(f"wrote {args.new_out}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from lit_regression.errors import say
+from lit_regression.errors import count, say
 from lit_regression.hooks import OwnHooks
 from lit_regression.newton import Newton
 
@@ -114,7 +114,7 @@ class Convergence(OwnHooks, L.Callback):
             self.epoch = trainer.current_epoch
             if self.stop:  # only a small gradient is convergence; a plateau is a stop the report judges
                 verb = "converged" if self._small_gradient else "stopped"
-                say(f"{verb} after {self.epoch + 1} epochs: {self.reason}")
+                say(f"{verb} after {count(self.epoch + 1, 'epoch')}: {self.reason}")
 
     def _newton_check(self, last: dict[str, float]) -> str | None:
         """Newton's passes: converged when the pass's largest gradient is within the tolerance of the smooth
@@ -136,7 +136,7 @@ class Convergence(OwnHooks, L.Callback):
                     f"within tol {self.tol:g}")
         margin = self.tol * max(abs(objective), 1e-12)
         return self._plateau(objective, margin, f"the objective {{:.6g}} has stayed within tol {self.tol:g} (relative) "
-                             f"of its best for {self.patience} passes", margin)
+                             f"of its best for {count(self.patience, 'pass')}", margin)
 
     def _check(self, objective: float, grad: float, smooth: bool, full_batch: bool, lbfgs: bool) -> str | None:
         self._stalled = self._small_gradient = False  # which of the reasons below it is
@@ -156,8 +156,8 @@ class Convergence(OwnHooks, L.Callback):
         # full batches: the objective must settle, not merely stop improving (momentum overshoots)
         return self._plateau(objective, margin if full_batch else -1.0,
                              f"the objective {{:.6g}} has {'stayed within' if full_batch else 'not improved by more than'}"
-                             f" tol {self.tol:g} (relative) {'of its best ' if full_batch else ''}for {self.patience} "
-                             "epochs", margin)
+                             f" tol {self.tol:g} (relative) {'of its best ' if full_batch else ''}for "
+                             f"{count(self.patience, 'epoch')}", margin)
 
     def _plateau(self, value: float, above: float, message: str, margin: float = 0.0) -> str | None:
         """Track the best ``value``; a message once it has not improved by more than ``margin`` for ``patience``

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from lit_regression.checkpointing import unused_path
+from lit_regression.errors import count
 from lit_regression.files import make_folder, write_bytes
 from lit_regression.hooks import OwnHooks
 
@@ -23,13 +24,16 @@ if TYPE_CHECKING:
 
 TRAIN_COLOR, HELD_OUT_COLOR, PREDICTION_COLOR, TRUTH_COLOR = "tab:blue", "tab:orange", "tab:red", "0.35"
 MAX_PANELS = 4  # outputs drawn side by side; more are left out of the figures (not of the run)
+# TensorBoard's Time Series page sorts its groups by name: "visuals" comes after the metrics (test_*, train_*,
+# val_*), so the page opens on the curves, not on the figures
+IMAGE_GROUP = "visuals"
 
 
 class Plots(OwnHooks, L.Callback):
     """Figures of the run, drawn at the end of fit: PNG files in the run folder and TensorBoard images.
 
     On the first process only, written into ``<log_dir>/<dirname>/<name>.png`` and logged to TensorBoard as the
-    image ``figures/<name>``:
+    image ``visuals/<name>`` (:data:`IMAGE_GROUP`):
 
     * ``data_and_predictions``: with one input feature, the training points, the held-out points and the model's
       predictions on the held-out points against x, with the learned curve and, for synthetic data, the true line.
@@ -37,6 +41,9 @@ class Plots(OwnHooks, L.Callback):
       is perfect) and the residuals against the predictions, for training and held-out rows.
     * ``loss_curves``: ``train_loss`` and ``val_loss`` per epoch, on a linear and on a log scale. They are read
       from ``trainer.callback_metrics`` at every epoch's end (kept in memory; nothing is written until the end).
+      They are not taken at the same point, and the legend says so: an epoch's training loss is the mean over
+      its batches, each taken before that batch's optimizer step (at epoch 0, mostly the starting point's loss),
+      its validation loss is taken after all of the epoch's steps.
     * ``roc`` and ``confusion_matrix``: for classification, on the validation split.
 
     Scatter plots of more than ``max_points`` rows of a split draw a random sample of that many (seeded, the same
@@ -117,7 +124,7 @@ class Plots(OwnHooks, L.Callback):
             self.paths[name] = os.path.join(folder, f"{name}.png")
             write_bytes(self.paths[name], png)
             if self.tensorboard:
-                log_image(trainer, f"figures/{name}", pixels, png)
+                log_image(trainer, f"{IMAGE_GROUP}/{name}", pixels, png)
 
     def figures(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Figure]:
         """Every figure that fits this model and data, by name."""
@@ -221,6 +228,9 @@ def _names(names: Sequence[str] | None, count: int, prefix: str) -> list[str]:
     return [prefix] if count == 1 else [f"{prefix}{i}" for i in range(count)]
 
 
+# what each loss curve is, in the legend: the two are not taken at the same point of the epoch
+LOSS_LABELS = {"train_loss": "training loss (mean over the epoch, before each step)",
+               "val_loss": "validation loss (after the epoch's steps)"}
 LOSS_NAMES = {"mse": "MSE", "l1": "L1, mean absolute error", "huber": "Huber",
               "BCEWithLogitsLoss": "binary cross-entropy", "CrossEntropyLoss": "cross-entropy"}
 
@@ -327,11 +337,13 @@ def _moving_average(epochs: list[int], values: list[float], window: int) -> tupl
 
 def loss_curves_figure(history: dict[str, tuple[list[int], list[float]]], loss_name: str) -> Figure:
     """``train_loss`` and ``val_loss`` per epoch, on a linear scale (left) and a log scale (right), with the
-    lowest ``val_loss`` marked. From 200 epochs on, each epoch's value is drawn thin and faint and a centred mean
+    lowest ``val_loss`` marked; the legend says when in the epoch each is taken (:data:`LOSS_LABELS`). From 200
+    epochs on, each epoch's value is drawn thin and faint and a centred mean
     over 2% of the epochs bold on top, so that a loss jumping between two values every epoch (L1 loss near its
     minimum) still shows its trend instead of a solid band."""
     figure, axes = _figure(2, width=5.4, height=3.9)
-    styles = {"train_loss": (TRAIN_COLOR, "training loss"), "val_loss": (HELD_OUT_COLOR, "validation loss")}
+    styles = {"train_loss": (TRAIN_COLOR, LOSS_LABELS["train_loss"]),
+              "val_loss": (HELD_OUT_COLOR, LOSS_LABELS["val_loss"])}
     names = sorted(history, key=lambda n: (n not in styles, list(styles).index(n) if n in styles else 0, n))
     n_epochs = max(len(epochs) for epochs, _ in history.values())
     window = n_epochs // 50 if n_epochs >= 200 else 1
@@ -345,7 +357,7 @@ def loss_curves_figure(history: dict[str, tuple[list[int], list[float]]], loss_n
                 continue
             ax.plot(epochs, values, c=color, lw=0.5, alpha=0.35, label=f"{label}, each epoch")
             ax.plot(*_moving_average(epochs, values, window), c=color, lw=1.8, zorder=3,
-                    label=f"{label}, mean of {window} epochs")
+                    label=f"{label}, mean of {count(window, 'epoch')}")
         if "val_loss" in history and history["val_loss"][1]:
             epochs, values = history["val_loss"]
             best = min(range(len(values)), key=values.__getitem__)
@@ -357,7 +369,7 @@ def loss_curves_figure(history: dict[str, tuple[list[int], list[float]]], loss_n
         ax.set(xlabel="epoch", ylabel=f"loss ({loss_name})",
                title=f"Loss per epoch, {'log' if scale == 'log' and positive else 'linear'} scale")
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper right", fontsize="small")
+        ax.legend(loc="best", fontsize="small")
     return figure
 
 
@@ -378,7 +390,7 @@ def roc_figure(probs: torch.Tensor, labels: torch.Tensor, classes: list[str]) ->
         ax.plot(fpr, tpr, lw=1.8, label=f"{name}: AUC {auc:.3f}")
     ax.plot([0, 1], [0, 1], ls="--", c=TRUTH_COLOR, lw=1, label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01),
-           title=f"ROC curve, validation split ({len(labels)} rows)")
+           title=f"ROC curve, validation split ({count(len(labels), 'row')})")
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
@@ -386,7 +398,9 @@ def roc_figure(probs: torch.Tensor, labels: torch.Tensor, classes: list[str]) ->
 
 
 def confusion_matrix_figure(predicted: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> Figure:
-    """Counts of actual (rows) against predicted (columns) class on the validation split, each cell written out."""
+    """Counts of actual (rows) against predicted (columns) class on the validation split, each cell written out;
+    the title gives the accuracy and the balanced accuracy of the matrix, which are ``val_acc`` and
+    ``val_balanced_acc`` of the final weights."""
     n = len(classes)
     matrix = torch.zeros(n, n, dtype=torch.long)
     matrix.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
@@ -396,11 +410,14 @@ def confusion_matrix_figure(predicted: torch.Tensor, labels: torch.Tensor, class
     threshold = matrix.max().item() / 2
     for i in range(n):
         for j in range(n):
-            count = matrix[i, j].item()
-            ax.text(j, i, str(count), ha="center", va="center", color="white" if count > threshold else "black")
+            cell = matrix[i, j].item()
+            ax.text(j, i, str(cell), ha="center", va="center", color="white" if cell > threshold else "black")
     accuracy = matrix.diag().sum().item() / max(1, matrix.sum().item())
+    support = matrix.sum(dim=1)  # rows of each actual class; a class without rows has no recall
+    balanced = (matrix.diag()[support > 0].double() / support[support > 0]).mean().item() if support.any() else 0.0
     ax.set(xticks=range(n), yticks=range(n), xticklabels=classes, yticklabels=classes, xlabel="predicted class",
-           ylabel="actual class", title=f"Confusion matrix, validation split\naccuracy {accuracy:.3f}")
+           ylabel="actual class", title=f"Confusion matrix, validation split ({count(int(support.sum()), 'row')})\n"
+                                        f"accuracy {accuracy:.3f}, balanced accuracy {balanced:.3f}")
     return figure
 
 

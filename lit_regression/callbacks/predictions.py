@@ -30,7 +30,9 @@ def gather(tensor: torch.Tensor, trainer: L.Trainer) -> torch.Tensor:
 class PredictionWriter(OwnHooks, BasePredictionWriter):
     """Writes the predictions of ``predict`` (and of the prediction pass at the end of ``fit``) as a table.
 
-    Columns: ``row`` (position in the input), the input features as given (or only an id column, where the
+    Columns: ``row`` (position in the input); ``split`` (``train``, ``val`` or ``test``: where the rows are the
+    training table's, as in the prediction pass at the end of ``fit``; a table of its own, ``predict_path``, has
+    no such column, as its rows were in no split); the input features as given (or only an id column, where the
     datamodule names one), then one column per target holding the prediction in the target's units; for
     classification, the predicted label in the target's column and ``prob_<label>`` for each class. Written by
     pyarrow's CSV writer (a million rows of 20 columns in about a second, where pandas' ``to_csv`` took 13), or as
@@ -112,6 +114,9 @@ class PredictionWriter(OwnHooks, BasePredictionWriter):
         write_table(table(trainer.datamodule, rows, outputs), self.path)
 
 
+SPLIT_COLUMN = "split"
+
+
 def table(datamodule, rows: torch.Tensor, outputs: torch.Tensor, given=None):
     """The predictions as a pyarrow Table, named after the datamodule's columns where it has them; ``given`` (a
     pyarrow Table, one row per prediction) holds the columns to keep beside them, else the datamodule's
@@ -122,6 +127,12 @@ def table(datamodule, rows: torch.Tensor, outputs: torch.Tensor, given=None):
     columns: dict[str, Any] = {"row": pa.array(rows)}
     id_columns = ({name: given[name] for name in given.column_names} if given is not None else
                   getattr(datamodule, "feature_columns", lambda: None)())
+    splits = getattr(datamodule, "row_splits", lambda rows: None)(rows)
+    if splits is not None:  # the rows of the training table: the split each was in
+        name = SPLIT_COLUMN
+        while name in (id_columns or {}):  # a column of the table named split keeps its name
+            name = f"_{name}"
+        columns[name] = pa.array(splits, pa.string())
     in_order = bool(len(rows)) and rows[0] == 0 and rows[-1] == len(rows) - 1  # sorted and unique: 0 .. n-1
     for name, values in (id_columns or {}).items():
         if torch.is_tensor(values):

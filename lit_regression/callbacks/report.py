@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -11,11 +12,12 @@ from typing import Any
 import lightning as L
 import torch
 from scipy import stats
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
 from lit_regression.callbacks.convergence import Convergence
 from lit_regression.checkpointing import unused_path
-from lit_regression.errors import say, write_line
+from lit_regression.errors import count, say, write_line
 from lit_regression.export import export_weights
 from lit_regression.files import make_folder, write_bytes
 from lit_regression.hooks import OwnHooks
@@ -23,8 +25,8 @@ from lit_regression.newton import Newton
 from lit_regression.optimum import Chunks, Moments, Optimum, as_theta, least_squares_optimum, logistic_optimum
 
 # metrics of the run copied into the report when the model logged them
-REPORTED_METRICS = ("train_loss", "val_loss", "test_loss", "val_r2", "test_r2", "val_acc", "test_acc", "val_auroc",
-                    "test_auroc")
+REPORTED_METRICS = ("train_loss", "val_loss", "test_loss", "val_r2", "test_r2", "val_acc", "test_acc",
+                    "val_balanced_acc", "test_balanced_acc", "val_auroc", "test_auroc")
 
 
 def least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +78,7 @@ def strict(value: Any) -> Any:
 class ParameterReport(OwnHooks, L.Callback):
     """What was learned and how well the optimizer did: printed, report.json, weights.pt.
 
-    At the end of ``fit`` and ``test``: prints the learned parameters beside the true ones (synthetic data), in
+    At the end of ``fit``: prints the learned parameters beside the true ones (synthetic data), in
     the table's own units (``raw units``), and, for linear and logistic models, beside the exact optimum of the
     same objective on the same training rows (float64: closed form from ``X^T X`` and ``X^T y`` for least
     squares and ridge, Newton's method for logistic regression), with standard errors, t (or z) values and 95%
@@ -85,7 +87,13 @@ class ParameterReport(OwnHooks, L.Callback):
     computed, whether :class:`Convergence` saw the objective settle), the optimizer and the epochs; it warns
     in one line when the fit has not converged. Everything goes to ``report.json`` in the run's log folder,
     the gap also to TensorBoard, and after ``fit`` the weights to a plain ``state_dict`` file (see
-    :mod:`lit_regression.export`).
+    :mod:`lit_regression.export`). After ``validate`` and ``test`` the report (with their metrics) goes to
+    ``report.json`` alone: Lightning's own table prints the metrics, and the parameters are the checkpoint's.
+
+    ``learned`` holds the learned parameters only, labelled by the model's input columns (and targets or classes,
+    and hidden units by position); the fitted standardisation, which the model carries as buffers, is the block
+    ``scaling``: ``{column: {"mean": ..., "scale": ...}}`` for each input (one-hot columns: 0 and 1) and, where the
+    targets are scaled, each target.
 
     Args:
         enabled: ``false`` switches the report (and the weights file) off.
@@ -115,12 +123,17 @@ class ParameterReport(OwnHooks, L.Callback):
         linear = pl_module.linear_parameters() if hasattr(pl_module, "linear_parameters") else None
         chunks = training_chunks(datamodule, pl_module)
         optimum, why = _optimum(pl_module, chunks)
-        if linear is None:
-            report["learned"] = {name: _listed(p) for name, p in pl_module.state_dict().items()
-                                 if not name.startswith(("stage_", "loss_fn"))}
+        report["features"] = list(getattr(datamodule, "feature_names", None) or [])
+        if linear is None:  # the learned parameters by their state_dict names (the fitted scaling apart)
+            axes = getattr(pl_module, "parameter_axes", dict)()
+            parameters = dict(pl_module.named_parameters())
+            sizes = [parameters[name].shape[axis] for name, kinds in axes.items() if name in parameters
+                     for axis, kind in enumerate(kinds) if kind == "outputs"]
+            report["outputs"] = _output_names(datamodule, sizes[0] if sizes else pl_module.hparams.n_outputs)
+            report["learned"] = {name: _listed(p) for name, p in parameters.items()}
+            report["axes"] = {name: list(kinds) for name, kinds in axes.items() if name in parameters}
         else:
             weight, bias = linear
-            report["features"] = list(getattr(datamodule, "feature_names", None) or [])
             report["outputs"] = _output_names(datamodule, weight.shape[0])
             report["learned"] = {"weight": _listed(weight), "bias": _listed(bias)}
             raw = pl_module.raw_units(weight, bias)
@@ -132,6 +145,9 @@ class ParameterReport(OwnHooks, L.Callback):
             if optimum is not None:
                 report.update(_exact(optimum, weight, bias, why))
                 report.update(_uncertainty(pl_module, optimum, weight, bias, report))
+        scaling = _scaling(pl_module, report["features"], datamodule)
+        if scaling:
+            report["scaling"] = scaling
         if stage == "fit" and chunks is not None:
             report["optimization"] = self._optimization(trainer, pl_module, chunks, optimum, why)
         return report
@@ -174,7 +190,8 @@ class ParameterReport(OwnHooks, L.Callback):
             weights = unused_path(os.path.join(log_dir, self.weights), self._written)
             self.report["weights_file"] = export_weights(pl_module, weights)
             self._written.add(weights)
-        write_line(format_report(self.report), sys.stdout)  # above a progress bar, not glued to it
+        if stage == "fit":  # after validate and test, Lightning's own table shows the metrics: the file alone
+            write_line(format_report(self.report), sys.stdout)  # above a progress bar, not glued to it
         self.path = unused_path(os.path.join(log_dir, self.filename), self._written)
         self._written.add(self.path)
         write_bytes(self.path, json.dumps(strict(self.report), indent=2, allow_nan=False).encode())
@@ -206,6 +223,10 @@ class ParameterReport(OwnHooks, L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.enabled:
             self._emit(trainer, pl_module, "test", trainer.log_dir or trainer.default_root_dir)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.enabled and trainer.state.fn == TrainerFn.VALIDATING and not trainer.sanity_checking:
+            self._emit(trainer, pl_module, "validate", trainer.log_dir or trainer.default_root_dir)
 
 
 def _output_names(datamodule, n_rows: int) -> list[str]:
@@ -313,10 +334,46 @@ def _model_objective(pl_module, chunks: Chunks) -> float:
         return total / n + float(pl_module.penalty())
 
 
+def _scaling(pl_module, features: list[str], datamodule) -> dict[str, dict[str, float]]:
+    """The fitted standardisation that the model applies, by column: ``{column: {"mean", "scale"}}`` for each
+    input and, where the targets are scaled, each target; empty where the model applies none."""
+    if not getattr(pl_module, "_scaled", False):
+        return {}
+    buffers = {name: _listed(b) for name, b in pl_module.scaling_buffers().items()}
+    targets = [str(t) for t in getattr(datamodule, "target_names", None) or []]
+    out = {}
+    for kind, names in (("input", features), ("target", targets)):
+        means, scales = buffers.get(f"{kind}_mean"), buffers.get(f"{kind}_scale")
+        if means is None or (kind == "target" and all(m == 0 for m in means) and all(v == 1 for v in scales)):
+            continue
+        names = names if len(names) == len(means) else [f"{kind}_{i}" for i in range(len(means))]
+        out.update({name: {"mean": m, "scale": v} for name, m, v in zip(names, means, scales)})
+    return out
+
+
+def _axis_label(kind: str, i: int, size: int, report: dict) -> str | None:
+    """What index ``i`` of an axis of ``kind`` (``inputs``, ``outputs``, ``hidden``) stands for; ``None`` for the
+    single output of a model with one."""
+    names = {"inputs": report.get("features") or [], "outputs": report.get("outputs") or []}.get(kind)
+    if kind == "outputs" and size == 1:
+        return None
+    if names is not None and len(names) == size:
+        return str(names[i])
+    return f"{'hidden' if kind == 'hidden' else kind.rstrip('s')} {i}"
+
+
 def _labels(report: dict, name: str, shape: tuple[int, ...]) -> list[str]:
-    """Row labels of a parameter: ``weight[x]``, ``weight[y1, x0]``, ``bias[y1]``; positions where names are
-    unknown."""
+    """Row labels of a parameter: ``weight[x]``, ``weight[y1, x0]``, ``bias[y1]``; a network's by what its axes
+    stand for (``linear1.weight[hidden 3, bmi]``); positions where names are unknown."""
     features, outputs = report.get("features") or [], report.get("outputs") or []
+    axes = (report.get("axes") or {}).get(name)
+    if axes is not None and len(axes) == len(shape):
+        labels = []
+        for index in itertools.product(*(range(size) for size in shape)):
+            parts = [_axis_label(kind, i, size, report) for kind, i, size in zip(axes, index, shape)]
+            parts = [p for p in parts if p is not None]
+            labels.append(f"{name}[{', '.join(parts)}]" if parts else name)
+        return labels
     if name in ("weight", "bias") and len(shape) == (2 if name == "weight" else 1):
         n_out = shape[0]
         n_in = shape[1] if name == "weight" else 1
@@ -327,10 +384,10 @@ def _labels(report: dict, name: str, shape: tuple[int, ...]) -> list[str]:
                     parts = ([outputs[o]] if n_out > 1 else []) + ([features[i]] if name == "weight" else [])
                     labels.append(f"{name}[{', '.join(parts)}]" if parts else name)
             return labels
-    count = 1
+    elements = 1
     for size in shape:
-        count *= size
-    return [name] if count == 1 else [f"{name}[{i}]" for i in range(count)]
+        elements *= size
+    return [name] if elements == 1 else [f"{name}[{i}]" for i in range(elements)]
 
 
 def _cell(value: float | None, width: int = 14) -> str:
@@ -371,6 +428,9 @@ def format_report(report: dict, max_rows: int = 20) -> str:
     if "std_err" in report:
         units = "raw units" if report["uncertainty"]["units"] == "raw_units" else "learned"
         lines.append(f"  std err, {report['uncertainty']['statistic']} and the 95% interval are for the {units} column")
+    if "scaling" in report and "raw_units" not in report:
+        lines.append("  the inputs are standardised with the training rows' means and scales (report.json, "
+                     "\"scaling\")")
     if "gap_to_exact" in report:
         lines.append(f"  largest |learned - exact|: {report['gap_to_exact']:.3g}")
     if "note" in report:
@@ -380,8 +440,8 @@ def format_report(report: dict, max_rows: int = 20) -> str:
     optimization = report.get("optimization")
     if optimization:
         state = {True: "converged", False: "NOT converged", None: "convergence unknown"}[optimization["converged"]]
-        done = (f"{optimization['passes']} passes of Newton's method" if "passes" in optimization else
-                f"{optimization['epochs']} epochs of {optimization['optimizer']}")
+        done = (f"{count(optimization['passes'], 'pass')} of Newton's method" if "passes" in optimization else
+                f"{count(optimization['epochs'], 'epoch')} of {optimization['optimizer']}")
         line = f"  optimization: {state} after {done}; objective {optimization['objective']:.8g}"
         if optimization.get("optimum") is not None:
             line += f", optimum {optimization['optimum']:.8g}, relative gap {optimization['relative_gap']:.3g}"
@@ -393,8 +453,9 @@ def format_report(report: dict, max_rows: int = 20) -> str:
             if optimization["l2"] is None:
                 lines.append(f"  l2 auto: NOT chosen, {len(path)} of the grid's values scored; train longer")
             else:
-                lines.append(f"  l2 auto: {optimization['l2']:.6g}, the lowest validation loss of {len(path)} values "
-                             f"from {path[0]['l2']:.3g} to {path[-1]['l2']:.3g} (report.json, l2_path)")
+                lines.append(f"  l2 auto: {optimization['l2']:.6g}, the lowest validation loss of "
+                             f"{count(len(path), 'value')} from {path[0]['l2']:.3g} to {path[-1]['l2']:.3g} "
+                             "(report.json, l2_path)")
     if report.get("metrics"):
         lines.append("  metrics: " + ", ".join(f"{k} {v:.6g}" for k, v in report["metrics"].items()))
     return "\n".join(lines)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import lightning as L
+import numpy as np
 import torch
 
 from lit_regression.batches import TensorBatches, tensor_batches
 from lit_regression.errors import InputError
+from lit_regression.splits import names_of
 
 SPLITS = ("train", "val", "test", "predict")
 
@@ -67,6 +69,7 @@ class TensorDataModule(L.LightningDataModule):
         self.seed = seed
         self.on_device = on_device
         self.splits: dict[str, tuple[torch.Tensor, ...]] = {}
+        self._row_splits: np.ndarray | None = None  # the split of each predict row, as text (see row_splits)
 
     # --- what the data looks like: known before setup(), so the CLI can link it into the model ---------------
     feature_names: Sequence[str] = ("x",)
@@ -108,6 +111,20 @@ class TensorDataModule(L.LightningDataModule):
         ``input_mean``, ``input_scale``, ``target_mean``, ``target_scale``; none here (the splits are served as
         the model takes them)."""
         return {}
+
+    def label_rows(self, n: int, val: Sequence[int]) -> None:
+        """Remember that of the ``n`` predict rows, those at ``val`` are held out (validation and the seeds' test
+        split alike) and the others train: :meth:`row_splits` says so beside the predictions."""
+        self._row_splits = names_of(n, {"val": np.asarray(val, dtype=np.int64)})
+
+    def row_splits(self, rows: np.ndarray) -> np.ndarray | None:
+        """The split (``train``, ``val``, ``test``) of each predict row (``rows``: their positions), as text;
+        ``None`` where the datamodule does not know it."""
+        labels = self._row_splits
+        rows = np.asarray(rows)
+        if labels is None or (len(rows) and rows.max() >= len(labels)):
+            return None
+        return labels[rows]
 
     def feature_columns(self) -> dict[str, torch.Tensor] | None:
         """The predict rows' features as the user gave them (unscaled), to stand beside the predictions."""

@@ -48,6 +48,7 @@ class BreastCancerDataModule(TensorDataModule):
         x = torch.from_numpy(scaler.transform(data.data).astype(np.float32))
         y = torch.from_numpy(data.target.astype(np.float32)).unsqueeze(1)
         self.raw_features = torch.from_numpy(data.data.astype(np.float32))
+        self.label_rows(len(x), val)
         train, val = torch.as_tensor(train), torch.as_tensor(val)
         held_out = (x[val], y[val])
         return {"train": (x[train], y[train]), "val": held_out, "test": held_out, "predict": (x, torch.as_tensor(rows))}

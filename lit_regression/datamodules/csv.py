@@ -1,4 +1,4 @@
-"""``CSVDataModule``: the table datamodule's first name, kept so that existing configs and checkpoints load."""
+"""``CSVDataModule``: another name of ``TableDataModule``, which configs and checkpoints that name it load with."""
 
 from __future__ import annotations
 

@@ -81,6 +81,7 @@ class LineDataModule(TensorDataModule):
             train, val = torch.as_tensor(train), torch.as_tensor(val)
         else:
             train, val = rows[: len(x) - self.n_val], rows[len(x) - self.n_val :]
+        self.label_rows(len(x), val.numpy())
         held_out = (x[val], y[val])
         return {"train": (x[train], y[train]), "val": held_out, "test": held_out, "predict": (x, rows)}
 

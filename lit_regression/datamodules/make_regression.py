@@ -69,6 +69,7 @@ class MakeRegressionDataModule(TensorDataModule):
         train, val = (rows, rows[:0]) if self.n_val == 0 else train_test_split(
             rows, test_size=self.n_val, random_state=self.seed
         )
+        self.label_rows(len(x), val)
         train, val = torch.as_tensor(train), torch.as_tensor(val)
         held_out = (x[val], y[val])
         return {"train": (x[train], y[train]), "val": held_out, "test": held_out, "predict": (x, torch.as_tensor(rows))}

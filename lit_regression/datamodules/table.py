@@ -19,7 +19,7 @@ from lit_regression.batches import process_of, refuse_empty_shares, share_out
 from lit_regression.cells import Place
 from lit_regression.datamodules.base import TensorDataModule
 from lit_regression.datamodules.table_arguments import check_arguments
-from lit_regression.errors import InputError, say
+from lit_regression.errors import InputError, count, say
 from lit_regression.preprocessing import Preprocessing, encode, encoded_names, fit
 from lit_regression.sources import Holdout, TableSource
 from lit_regression.sources.memory import MemorySource
@@ -68,6 +68,12 @@ class TableDataModule(TensorDataModule):
         categories: the levels of each categorical column, in the order of its one-hot columns; default: the
             sorted distinct values of the training rows (filled in, so that checkpoints carry them). A level
             not in this list is encoded as all zeros, with a warning.
+        drop_first: leave out the one-hot column of each categorical column's first level (the first of
+            ``categories``: the first in sorted order by default), its reference level, as statsmodels'
+            treatment coding (``C(column)``) and scikit-learn's ``OneHotEncoder(drop="first")`` do. The other
+            levels' weights are then their differences from the reference, and the columns are no longer
+            collinear with the bias, so that a linear model gets standard errors. The reference level's rows,
+            and those of a level not seen in training, are all zeros.
         val_fraction: fraction of the rows held out for validation, in [0, 1).
         test_fraction: fraction of the rows held out for ``test``, in [0, 1); 0 makes ``test`` use the
             validation rows.
@@ -88,7 +94,7 @@ class TableDataModule(TensorDataModule):
         shuffle: reshuffle the training rows every epoch (from ``seed``).
         seed: seed of the split and the shuffling.
         on_device: keep all split tensors on the accelerator once (no copy per step).
-        streaming: read the table from disk every epoch instead of into memory (README, "Big tables"): ``path``
+        streaming: read the table from disk every epoch instead of into memory (docs/big-tables.md): ``path``
             (and ``val_path``, ``test_path``, ``predict_path``) may then be a Parquet file, a folder of Parquet
             files or a glob; needs ``batch_size``. Rows are held out by a hash of their global row index.
         val_path: streaming: the validation rows' own files (no rows of ``path`` are then held out for them).
@@ -97,7 +103,7 @@ class TableDataModule(TensorDataModule):
         cache_dir: streaming: a folder on a local disk where each process keeps the training and validation rows
             it decoded in the first epoch, as the model's float32 inputs, in a scratch file that is deleted when
             the process ends; later epochs read them from there instead of decoding the Parquet files again
-            (README, "Big tables"). ``None``: decode every epoch. Checked when a fit or validation first reads
+            (docs/big-tables.md). ``None``: decode every epoch. Checked when a fit or validation first reads
             the rows (a checkpoint loads without the folder: predicting never uses it).
     """
 
@@ -118,6 +124,7 @@ class TableDataModule(TensorDataModule):
         max_categories: int = 50,
         impute: Strategy | dict[str, Strategy] = "none",
         categories: dict[str, list] | None = None,
+        drop_first: bool = False,
         val_fraction: float = 0.2,
         test_fraction: float = 0.0,
         stratify: bool = True,
@@ -173,7 +180,7 @@ class TableDataModule(TensorDataModule):
     def feature_names(self) -> tuple[str, ...]:
         """The model's inputs: numeric columns by name, one ``column=level`` per level of a categorical one."""
         self._resolve_columns()
-        return tuple(encoded_names(self.hparams.features, self.hparams.categories))
+        return tuple(encoded_names(self.hparams.features, self.hparams.categories, self.hparams.drop_first))
 
     @property
     def classes(self) -> list | None:
@@ -191,9 +198,13 @@ class TableDataModule(TensorDataModule):
     def column_roles(self) -> list[dict[str, Any]]:
         """Each column of the training table with its role (from the checkpoint's arguments where the table
         was not read)."""
-        if self._roles is not None:
-            return self._roles.roles
-        return columns.given_roles(self._targets, self.hparams.id_column, self.input_columns, self.hparams.categories)
+        h = self.hparams
+        roles = (self._roles.roles if self._roles is not None else
+                 columns.given_roles(self._targets, h.id_column, self.input_columns, h.categories))
+        if h.drop_first:  # the level without a column: the one its weights are differences from
+            roles = [{**r, "reference": h.categories[r["column"]][0]} if r["column"] in (h.categories or {}) and
+                     r["role"] == "categorical feature" else r for r in roles]
+        return roles
 
     def describe_columns(self) -> str:
         return columns.describe(f"data.path={self.hparams.path!r}", self.column_roles())
@@ -285,7 +296,7 @@ class TableDataModule(TensorDataModule):
                                       lambda value: source.gather(value, self.trainer), list(self.input_columns),
                                       dict(h.categories), levels, impute, h.standardize,
                                       lambda block: self._targets_of(block.table, block.place), regression,
-                                      h.standardize_target, source.rows("train"), source.place)
+                                      h.standardize_target, source.rows("train"), source.place, h.drop_first)
         return self._preprocessing
 
     def state_dict(self) -> dict[str, Any]:
@@ -331,9 +342,12 @@ class TableDataModule(TensorDataModule):
                     continue
                 self._unseen_said.add(said)
                 shown = f"{listing(u.shown[:5])}{', ...' if len(u.shown) > 5 else ''}"
-                rows = f"{u.rows} row{'s' * (u.rows != 1)}" if name else "rows"  # a streamed block: not all
+                rows = count(u.rows, "row") if name else "rows"  # a streamed block: not all
+                encoded = "all zeros"
+                if self.hparams.drop_first:
+                    encoded += f", as the reference level {self.hparams.categories[feature][0]!r}"
                 say(f"{place}{f', {name} rows' if name else ''}: column {feature!r} has {rows} with categories not "
-                    f"seen in training ({shown}), the first at {place.where(u.first)}; encoded as all zeros",
+                    f"seen in training ({shown}), the first at {place.where(u.first)}; encoded as {encoded}",
                     warning=True)
         return xs
 
@@ -375,6 +389,16 @@ class TableDataModule(TensorDataModule):
         """The predicted rows' columns as given: the id column, or the feature columns (``None`` where the
         predict batches carry them)."""
         return self.source("predict").given()
+
+    def row_splits(self, rows: np.ndarray) -> np.ndarray | None:
+        """The split (``train``, ``val``, ``test``) of each predicted row (``rows``: their indices in the table),
+        where the rows predicted are the training table's, with its targets (the split is drawn again as fit drew
+        it); ``None`` for a table to predict of its own (``predict_path``, rows handed over in Python), whose
+        rows were in no split."""
+        source = self.source("predict")
+        if source.whole is not None or not all(t in source.column_names for t in self._targets):
+            return None
+        return source.split_of(np.asarray(rows))
 
     def predict_rows(self, table: pa.Table, path: str = "rows", name: str = "rows") -> torch.Tensor:
         """Predict ``table`` (pyarrow) from now on, with the same column checks as ``predict_path``; return its
@@ -427,8 +451,8 @@ class TableDataModule(TensorDataModule):
                              f"data.test_fraction={h.test_fraction!r} hold none out of data.path={h.path!r}; give a "
                              "fraction, or the rows' own files with --data.val_path / --data.test_path")
         if stage == "test" and not h.test_fraction and h.test_path is None:
-            say(f"test runs on the {self.source('val').rows('val')} validation rows: data.test_fraction is 0 (give "
-                "it a fraction to hold out rows for test alone)")
+            say(f"test runs on the {count(self.source('val').rows('val'), 'validation row')}: data.test_fraction is 0 "
+                "(give it a fraction to hold out rows for test alone)")
 
     def _check_predict_columns(self, source: TableSource) -> None:
         """The table to predict has the feature columns (and the id column); its other columns are named in one
@@ -460,17 +484,18 @@ class TableDataModule(TensorDataModule):
         train = self.source("train")
         n, val = train.rows("train"), self.source("val").rows("val")
         if n < 2:
-            raise InputError(f"{train.place} leaves {n} training row once data.val_fraction and data.test_fraction "
-                             "are held out: a model cannot be fitted to it; give more rows or hold out fewer")
+            raise InputError(f"{train.place} leaves {count(n, 'training row')} once data.val_fraction and "
+                             "data.test_fraction are held out: a model cannot be fitted to it; give more rows or hold "
+                             "out fewer")
         model = self.trainer.lightning_module if self.trainer is not None else None
         parameters = sum(p.numel() for p in model.parameters()) if model is not None else 0
         if n < parameters:
-            say(f"{train.place}: {n} training rows for {parameters} parameters: the rows do not pin the parameters "
-                "down (many fit them exactly), so expect a poor fit on new rows; add rows, drop columns or set "
-                "--model.l2", warning=True)
+            say(f"{train.place}: {count(n, 'training row')} for {count(parameters, 'parameter')}: the rows do not "
+                "pin the parameters down (many fit them exactly), so expect a poor fit on new rows; add rows, drop "
+                "columns or set --model.l2", warning=True)
         elif n < FEW_ROWS:
-            say(f"{train.place}: only {n} training rows: the fit and its metrics will vary a lot with the split",
-                warning=True)
+            say(f"{train.place}: only {count(n, 'training row')}: the fit and its metrics will vary a lot with the "
+                "split", warning=True)
         if val == 1 and self.task == "regression":
             say(f"{train.place}: 1 validation row: val_r2 is not defined on one row (NaN); hold out more rows",
                 warning=True)

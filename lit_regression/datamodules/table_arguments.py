@@ -15,9 +15,9 @@ THOUSANDS = (",", ".", " ", "'")  # marks between groups of thousands
 
 
 def check_arguments(path, target, features, task, sep, decimal, thousands, encoding, categorical, max_categories,
-                    impute, categories, val_fraction, test_fraction, stratify, standardize, standardize_target,
-                    predict_path, id_column, classes, batch_size, shuffle, seed, on_device, streaming, val_path,
-                    test_path, shuffle_buffer, cache_dir) -> tuple[str, list[str]]:
+                    impute, categories, drop_first, val_fraction, test_fraction, stratify, standardize,
+                    standardize_target, predict_path, id_column, classes, batch_size, shuffle, seed, on_device,
+                    streaming, val_path, test_path, shuffle_buffer, cache_dir) -> tuple[str, list[str]]:
     """Refuse a bad argument of :class:`TableDataModule` in one line that names it, its value and the rule; return
     the task and the target columns."""
     if streaming:
@@ -74,6 +74,8 @@ def check_arguments(path, target, features, task, sep, decimal, thousands, encod
     if bad:
         raise InputError(f"data.impute={impute!r} is invalid: expected one of {list(STRATEGIES)} or a mapping "
                          "{column: strategy}")
+    if not isinstance(drop_first, bool):
+        raise InputError(f"data.drop_first={drop_first!r} is invalid: expected true or false")
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if isinstance(value, bool) or not 0 <= value < 1:
             raise InputError(f"data.{name}={value!r} is invalid: expected a fraction in [0, 1)")

@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import Metric
 
-from lit_regression.errors import InputError, say
+from lit_regression.errors import InputError, count, say
 
 STAGES = ("train", "val", "test")
 OPTIMIZERS = ("auto", "newton", "lbfgs", "adam", "sgd")
@@ -17,8 +17,9 @@ NEWTON_MAX_PARAMETERS = 4096  # auto picks Newton up to this many parameters (a 
 # learning rate of each optimizer when --model.lr is not given: L-BFGS takes unit steps (its line search scales
 # them); Adam's 1e-3 is its own default; SGD's 0.01 is the seeds'
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-3, "sgd": 0.01}
-# what the progress bar shows of an epoch's values: the losses and the main metric of each task
-PROGRESS_METRICS = ("_loss", "_r2", "_acc")
+# what the progress bar shows of an epoch's values: the losses and the main metric of each task (``val_acc``,
+# not ``val_balanced_acc``)
+PROGRESS_METRICS = ("loss", "r2", "acc")
 
 
 class LitModel(L.LightningModule):
@@ -161,8 +162,8 @@ class LitModel(L.LightningModule):
                 value = torch.zeros_like(buffer) if name.endswith("mean") else torch.ones_like(buffer)
             value = torch.as_tensor(value, dtype=buffer.dtype).reshape(-1)
             if value.shape != buffer.shape:
-                raise InputError(f"{name} has {len(value)} values but the model has {len(buffer)} "
-                                 f"{'inputs' if name.startswith('input') else 'outputs'}")
+                raise InputError(f"{name} has {count(len(value), 'value')} but the model has "
+                                 f"{count(len(buffer), 'input' if name.startswith('input') else 'output')}")
             buffer.copy_(value)
         self._scaling_changed()
 
@@ -280,7 +281,8 @@ class LitModel(L.LightningModule):
         if trainer.sanity_checking:  # Lightning logs nothing from the sanity check either
             return
         # what self.log(..., prog_bar=True) would leave there: the losses and the main metric, as numbers
-        trainer.progress_bar_metrics.update({k: v for k, v in scalars.items() if k.endswith(PROGRESS_METRICS)})
+        trainer.progress_bar_metrics.update({k: v for k, v in scalars.items()
+                                             if k.split("_", 1)[1] in PROGRESS_METRICS})
         logged = trainer.logged_metrics
         logged.update(tensors)
         logged["epoch"] = torch.tensor(float(trainer.current_epoch))
@@ -406,10 +408,10 @@ class LitModel(L.LightningModule):
         elif self.hparams.weight_decay or self.hparams.lr:
             why = f"{'weight_decay' if self.hparams.weight_decay else 'lr'} is set, for gradient steps"
         elif size > NEWTON_MAX_PARAMETERS:
-            why = f"{size} parameters, above Newton's {NEWTON_MAX_PARAMETERS}"
+            why = f"{count(size, 'parameter')}, above Newton's {NEWTON_MAX_PARAMETERS}"
         else:
-            return "newton", (f"auto: a convex objective with {size} parameters, solved exactly in passes over the "
-                              "batches")
+            return "newton", (f"auto: a convex objective with {count(size, 'parameter')}, solved exactly in passes "
+                              "over the batches")
         if getattr(self._datamodule, "full_batch", False) and self.smooth():
             return "lbfgs", f"auto: {why}; one batch per epoch and a smooth objective"
         return "adam", f"auto: {why}; " + ("an L1 term" if not self.smooth() else "mini-batches")
@@ -484,6 +486,13 @@ class LitModel(L.LightningModule):
         datamodule = trainer.datamodule
         full = trainer.world_size > 1 and getattr(datamodule, "full_batch", False) and datamodule.n_train
         self._rows_per_process = datamodule.n_train / trainer.world_size if full else 0.0
+
+    def parameter_axes(self) -> dict[str, tuple[str, ...]]:
+        """What each axis of the learned parameters stands for, by ``named_parameters`` name: ``inputs`` (the
+        model's input columns), ``outputs`` (the targets, or the logits of the classes) or ``hidden`` (the units of
+        a hidden layer); the parameter report labels the values with it (``linear1.weight[hidden 3, bmi]``). A
+        parameter left out is labelled by position."""
+        return {}
 
     def linear_parameters(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(weight, bias)`` of shape ``(n_outputs, n_features)`` and ``(n_outputs,)`` for models that are one

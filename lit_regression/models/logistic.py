@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torchmetrics import AUROC, F1Score, MetricCollection, Precision, Recall
 from torchmetrics import Accuracy
+from torchmetrics.classification import MulticlassStatScores
 
 from lit_regression.errors import InputError
 from lit_regression.models.base import LitModel, MeanLoss
@@ -14,7 +15,10 @@ from lit_regression.models.base import LitModel, MeanLoss
 class LogisticRegression(LitModel):
     """One linear layer on logits. Two classes use a single logit and ``BCEWithLogitsLoss``; more classes use
     one logit each and cross-entropy. Targets are class indices; ``predict`` returns one probability per class.
-    Logs ``*_loss``, ``*_acc``, ``*_precision``, ``*_recall``, ``*_f1``, ``*_auroc`` (macro averages).
+    Logs ``*_loss``; ``*_acc``, the share of rows whose predicted class is right (scikit-learn's
+    ``accuracy_score``); ``*_balanced_acc``, the mean over the classes of the share of each class's rows predicted
+    right (``balanced_accuracy_score``); ``*_precision``, ``*_recall``, ``*_f1`` (of the positive class for two
+    classes, macro averages for more) and ``*_auroc``.
 
     The objective is the mean cross-entropy plus ``l2 / 2 * ||W||^2`` on the weights. By default ``l2`` is
     ``1 / n_train`` (set when ``fit`` starts, from the training rows): what scikit-learn's
@@ -43,10 +47,13 @@ class LogisticRegression(LitModel):
         n_classes = self.hparams.n_outputs
         task = "binary" if n_classes == 2 else "multiclass"
         options = {"task": task} if task == "binary" else {"task": task, "num_classes": n_classes, "average": "macro"}
+        # accuracy over the rows (micro), not the mean of the classes' recalls (macro): that is balanced_acc
+        accuracy = {"task": task} if task == "binary" else {"task": task, "num_classes": n_classes, "average": "micro"}
         return MetricCollection(
             {
                 "loss": MeanLoss(),
-                "acc": Accuracy(**options),
+                "acc": Accuracy(**accuracy),
+                "balanced_acc": BalancedAccuracy(n_classes, binary=task == "binary"),
                 "precision": Precision(**options),
                 "recall": Recall(**options),
                 "f1": F1Score(**options),
@@ -80,3 +87,29 @@ class LogisticRegression(LitModel):
 
     def newton_loss(self) -> str | None:
         return None if self.hparams.l1 else "binary" if self.hparams.n_outputs == 2 else "multiclass"
+
+
+class BalancedAccuracy(MulticlassStatScores):
+    """scikit-learn's ``balanced_accuracy_score``: the recall of each class that has rows in the split, averaged
+    over those classes (a class absent from the split's targets is left out, whether predicted or not, as
+    scikit-learn leaves it out; torchmetrics' macro recall would count it as 0 when it is predicted). Updated
+    with what the other metrics take: the positive class's probability for two classes (a row is predicted
+    positive above 0.5, as torchmetrics' binary metrics and ``predict``'s argmax decide), the probabilities of
+    every class otherwise (argmax).
+
+    Args:
+        num_classes: number of classes.
+        binary: the updates carry the positive class's probability alone.
+    """
+
+    def __init__(self, num_classes: int, binary: bool = False) -> None:
+        super().__init__(num_classes=num_classes, average=None)
+        self.binary = binary
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        super().update((preds > 0.5).long() if self.binary else preds, target)
+
+    def compute(self) -> torch.Tensor:
+        support = self.tp + self.fn  # rows of each class
+        present = support > 0
+        return (self.tp[present].float() / support[present]).mean()  # float32: MPS has no float64

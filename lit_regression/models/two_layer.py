@@ -26,3 +26,7 @@ class TwoLayerRegression(RegressionModel):
 
     def net(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear2(torch.relu(self.linear1(x)))
+
+    def parameter_axes(self) -> dict[str, tuple[str, ...]]:
+        return {"linear1.weight": ("hidden", "inputs"), "linear1.bias": ("hidden",),
+                "linear2.weight": ("outputs", "hidden"), "linear2.bias": ("outputs",)}

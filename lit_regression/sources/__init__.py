@@ -134,6 +134,11 @@ class TableSource:
         """One pass over all training rows, in order, on this process alone, as ``(x, y)`` chunks."""
         raise NotImplementedError
 
+    def split_of(self, rows: np.ndarray) -> np.ndarray | None:
+        """The split (``train``, ``val``, ``test``) of each of ``rows`` (row indices of this table), as text;
+        ``None`` for a table served whole to one split (its rows were held out of no split)."""
+        return None
+
     def given(self) -> dict[str, Any] | None:
         """The predicted rows' columns as given, to stand beside the predictions, if this source holds them
         (otherwise the predict batches carry them)."""

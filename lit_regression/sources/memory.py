@@ -12,7 +12,7 @@ import torch
 from lit_regression.batches import tensor_batches
 from lit_regression.cells import Place
 from lit_regression.sources import Block, Decode, Holdout, TableSource
-from lit_regression.splits import SPLITS, split_rows
+from lit_regression.splits import SPLITS, names_of, split_rows
 from lit_regression.tables import UTF8, TextFormat, delimiter, read_table, where_row
 
 CHUNK_ROWS = 65_536  # rows of each chunk of the pass over the training rows
@@ -82,6 +82,14 @@ class MemorySource(TableSource):
 
     def rows(self, split: str) -> int:
         return len(self.positions(split))
+
+    def split_of(self, rows: np.ndarray) -> np.ndarray | None:
+        if self.whole is not None:
+            return None
+        held = self.splits()
+        test = held["test"] if self.holdout.test_fraction else None  # else test is the validation rows
+        n = self.num_rows if self.num_rows is not None else self.table().num_rows
+        return names_of(n, {"val": held["val"], "test": test})[rows]
 
     def positions(self, split: str) -> np.ndarray:
         if split == "predict" and self.whole is None:

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from lit_regression.batches import assign, process_of
 from lit_regression.cells import Place
-from lit_regression.errors import InputError
+from lit_regression.errors import InputError, count
 from lit_regression.sources import Block, Decode, Holdout, TableSource
 from lit_regression.splits import Split, held_out
 from lit_regression.streaming import DecodedCache, StreamBatches, gathered
@@ -76,6 +76,15 @@ class ParquetSource(TableSource):
 
     def rows(self, split: str) -> int:
         return sum(self.counts(split))
+
+    def split_of(self, rows: np.ndarray) -> np.ndarray | None:
+        if self.whole is not None:
+            return None
+        names = np.full(len(rows), "train", dtype=object)
+        for split in ("test", "val"):
+            if self.rows(split) and (split == "val" or self.resolved(split) == split):
+                names[self.split(split).contains(rows)] = split
+        return names
 
     def positions(self, split: str) -> np.ndarray:
         mask = self.split(split).mask(0, self.files.num_rows)
@@ -150,15 +159,15 @@ class ParquetSource(TableSource):
                 parts.append(f"{held_out[split]:,} {word} (data.{split}_path)")
             elif fraction > 0:
                 parts.append(f"{held_out[split]:,} {word}")
-        shuffled = f", shuffled within windows of {self.shuffle_buffer:,} rows" if shuffle else ""
+        shuffled = f", shuffled within windows of {count(self.shuffle_buffer, 'row', spec=',')}" if shuffle else ""
         hashed = (h.val_fraction and not h.val_path) or (h.test_fraction and not h.test_path)
         how = " (held out by a hash of the row index and the seed)" if hashed else ""
         n, groups = len(files.files), len(files.pieces)
         read = ("decoded in the first epoch and read back from a scratch file in data.cache_dir="
                 f"{self.cache_dir!r} in the later ones" if self.cache_dir is not None else "read from disk every epoch")
-        return (f"Streaming {self.name}: {files.num_rows:,} rows in {n} file{'s' * (n > 1)} "
-                f"({groups} row group{'s' * (groups > 1)}), {read}: {', '.join(parts)} rows{how}; "
-                f"batches of {batch_size:,} rows{shuffled}")
+        return (f"Streaming {self.name}: {count(files.num_rows, 'row', spec=',')} in {count(n, 'file')} "
+                f"({count(groups, 'row group')}), {read}: {', '.join(parts)} rows{how}; "
+                f"batches of {count(batch_size, 'row', spec=',')}{shuffled}")
 
     def prepare(self, stage: str) -> None:
         """data.cache_dir, if given, is a folder this process can write in (checked before a fit or a validation
