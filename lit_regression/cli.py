@@ -518,7 +518,9 @@ class _DropMessages(logging.Filter):
 
 # Lightning's "💡 Tip: ... litlogger / litmodels" advertisements, and its accelerator lines, which say "False"
 # on every machine without one (a GPU that is there but unused is said in one line of our own: _say_accelerator)
-_TIPS = _DropMessages("💡 Tip:", "GPU available:", "TPU available:", "HPU available:")
+# and its lines about the checkpoint a test, validate or predict loads, which the CLI names itself at the end
+_TIPS = _DropMessages("💡 Tip:", "GPU available:", "TPU available:", "HPU available:",
+                      "Restoring states from the checkpoint path at", "Loaded model weights from the checkpoint at")
 
 
 def _quiet() -> None:

@@ -373,3 +373,18 @@ def test_a_table_argument_without_the_table_module_says_to_add_it(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err == ("lit-regression: error: data.init_args.path: TensorDataModule has no such argument "
                    "(a table's argument: add --data TableDataModule)")
+
+
+def test_test_and_predict_say_their_results_once_without_bars_in_a_log(root, capsys):
+    """Without a terminal: no Lightning bar (carriage returns in a log), no second naming of the checkpoint, the
+    test metrics once (Lightning's table), not the parameter report again."""
+    fit_config("line_linear.yaml", root, *SHORT)
+    capsys.readouterr()
+    for command in ("test", "predict"):
+        main([command, "--ckpt_path", "last", "--trainer.default_root_dir", str(root)])
+        out = "".join(capsys.readouterr())
+        assert "it/s" not in out and "\r" not in out, out
+        assert "Restoring states" not in out and "Loaded model weights" not in out
+        assert out.count("(loaded)") == 1
+        if command == "test":
+            assert out.count("test_loss") == 1 and "Parameters of" not in out, out

@@ -51,8 +51,9 @@ class RunProgressBar(OwnHooks, TQDMProgressBar):
     train_loss=0.01026, val_loss=0.0003308, val_r2=1.000`` each time another tenth of the epochs is done, or
     ``log_seconds`` have passed, and one at the end: about a dozen lines, and no control characters.
 
-    ``validate``, ``test`` and ``predict`` show Lightning's bars, refreshed at most every ``refresh_seconds``; the
-    ``predict`` that follows a ``fit`` (predictions of the final weights) is as quiet as a validation during fit.
+    ``validate``, ``test`` and ``predict`` show Lightning's bars in a terminal, refreshed at most every
+    ``refresh_seconds``, and none without one; the ``predict`` that follows a ``fit`` (predictions of the final
+    weights) is as quiet as a validation during fit.
     Lines from :func:`lit_regression.errors.say` (and ``LightningModule.print``) appear above the bar, intact.
 
     Args:
@@ -146,6 +147,10 @@ class RunProgressBar(OwnHooks, TQDMProgressBar):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._terminal = self._use_terminal()
+        if not self._terminal and trainer.state.fn is not TrainerFn.FITTING:
+            # validate, test and predict without a terminal: Lightning's bars would be one line of carriage
+            # returns in the log; their results are the table and the files said after them
+            self.disable()
 
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stage_start = time.monotonic()  # a batch bar only if it lasts; Lightning's would flash past
