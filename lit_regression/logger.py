@@ -18,6 +18,9 @@ from lit_regression.files import WriteError, make_folder
 
 STAGES = ("train", "val", "test")
 MAIN_METRICS = ("r2", "acc", "balanced_acc")  # charted right after the loss
+# model arguments the CLI fills in from the data's shape: no choice of the user's, left out of the HParams table,
+# where TensorBoard shows the first five hyperparameters whose values differ (model, optimizer, target ...)
+DERIVED = ("n_features", "n_outputs")
 # a run folder's name: the second it started, then -2, -3 ... for runs started in the same second
 TIMESTAMP = "%Y-%m-%d_%H-%M-%S"
 
@@ -182,9 +185,10 @@ class RunLogger(TensorBoardLogger):
 
     def hparams_for_tensorboard(self) -> dict[str, Any]:
         """The hyperparameters as flat, TensorBoard-typed values: nested keys joined by ``/``, ``None`` and lists
-        as strings, LightningCLI's private ``_class_path``/``_instantiator`` left out."""
+        as strings, LightningCLI's private ``_class_path``/``_instantiator`` and the :data:`DERIVED` sizes left
+        out."""
         params = _flatten_dict(_convert_params({**self.hparams, **self.run_params}))
-        params = {k: v for k, v in params.items() if not k.startswith("_")}
+        params = {k: v for k, v in params.items() if not k.startswith("_") and k not in DERIVED}
         return self._sanitize_params(params)
 
     @rank_zero_only

@@ -159,6 +159,7 @@ def test_hparams_with_real_final_metrics(board):
     assert {"lr", "loss", "form", "hidden", "weight", "bias", "val_size", "split", "model", "optimizer", "target",
             "l2"} <= set(hparams)
     assert set(hparams["model"]["domainDiscrete"]) == {"LinearRegression", "TwoLayerRegression"}
+    assert "n_features" not in hparams and "n_outputs" not in hparams  # the data's shape, no choice
     assert not any(name.startswith("_") for name in hparams)
     assert set(hparams["lr"]["domainInterval"].values()) == {0.01, 0.001}
     metrics = {(m["name"]["group"], m["name"]["tag"]) for m in experiment["metricInfos"]}
