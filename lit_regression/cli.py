@@ -499,7 +499,7 @@ def where_things_went(trainer, subcommand: str | None, ckpt_path: str | None = N
                 folder = os.path.dirname(figures[0])
                 lines.append(f"figures:         {folder} ({', '.join(os.path.basename(p) for p in figures)})")
     loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-    if loggers and exists(loggers[0].log_dir):
+    if loggers and exists(loggers[0].log_dir) and subcommand != "predict":  # predict logs nothing to show
         lines.append(f"tensorboard --logdir {loggers[0].save_dir}   (the losses together: its Custom Scalars tab)")
     return lines
 
@@ -513,7 +513,8 @@ class _DropMessages(logging.Filter):
         self.prefixes = prefixes
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith(self.prefixes)
+        message = re.sub(r"^\[rank: \d+\] ", "", str(record.getMessage()))  # rank_prefixed_message's
+        return not message.startswith(self.prefixes)
 
 
 # Lightning's "💡 Tip: ... litlogger / litmodels" advertisements, and its accelerator lines, which say "False"
@@ -521,6 +522,8 @@ class _DropMessages(logging.Filter):
 # and its lines about the checkpoint a test, validate or predict loads, which the CLI names itself at the end
 _TIPS = _DropMessages("💡 Tip:", "GPU available:", "TPU available:", "HPU available:",
                       "Restoring states from the checkpoint path at", "Loaded model weights from the checkpoint at")
+# the seed is the config's (seed_everything: 42, in every config.yaml), the same line in front of every command
+_SEED = _DropMessages("Seed set to")
 
 
 def _quiet() -> None:
@@ -531,6 +534,9 @@ def _quiet() -> None:
         rank_zero_logger = logging.getLogger(name)
         if _TIPS not in rank_zero_logger.filters:
             rank_zero_logger.addFilter(_TIPS)
+    seed_logger = logging.getLogger("lightning.fabric.utilities.seed")
+    if _SEED not in seed_logger.filters:
+        seed_logger.addFilter(_SEED)
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
     warnings.filterwarnings("ignore", message="GPU available but not used")  # said by _say_accelerator
@@ -690,7 +696,7 @@ def _argument_message(err: BaseException, parser=None) -> str:
         hint = _nearest(name, _init_arguments(class_path))
         table = f"{TableDataModule.__module__}.{TableDataModule.__name__}"
         if not hint and outer == "data" and not class_path.endswith(".TableDataModule") and name in _init_arguments(table):
-            hint = " (a table's argument: add --data TableDataModule)"
+            hint = f" (it is a table's: add --data TableDataModule; {class_path.rsplit('.', 1)[-1]} is the default)"
         other = {"model": "data", "data": "model"}.get(outer or "")
         if not hint and other:  # an argument of the other one: model.init_args.standardize_target
             hint = _nearest(name, [a for c in _classes(other) for a in _init_arguments(c)], f"{other}.init_args.")

@@ -372,7 +372,7 @@ def test_a_table_argument_without_the_table_module_says_to_add_it(tmp_path, caps
               str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert err == ("lit-regression: error: data.init_args.path: TensorDataModule has no such argument "
-                   "(a table's argument: add --data TableDataModule)")
+                   "(it is a table's: add --data TableDataModule; TensorDataModule is the default)")
 
 
 def test_test_and_predict_say_their_results_once_without_bars_in_a_log(root, capsys):

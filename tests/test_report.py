@@ -207,3 +207,12 @@ def test_report_columns_stay_apart_for_huge_and_tiny_values():
               "uncertainty": {"units": "learned", "statistic": "t"}}
     row = next(line for line in format_report(report).splitlines() if line.strip().startswith("weight[x]"))
     assert row.split() == ["weight[x]", "0.696809", "6.655e-07", "1.05018e+06"]
+
+
+def test_no_standard_errors_for_a_model_that_does_not_minimise_least_squares(root):
+    """The seed line minimises the L1 loss with SGD: least squares' standard errors (from the exact fit's
+    residuals, zero on noise-free data) would give intervals that leave out the true line."""
+    fit_config("line_linear.yaml", root, "--trainer.max_epochs", "3")
+    report = json.loads((versions(root)[0] / "report.json").read_text())
+    assert "std_err" not in report and "ci95_low" not in report
+    assert report["uncertainty"]["note"].startswith("no standard errors") and "l1 loss" in report["uncertainty"]["note"]

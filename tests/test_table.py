@@ -206,7 +206,7 @@ def test_insurance_config_runs(root):
             "--trainer.max_epochs", "3", root=root)
     predicted = pd.read_csv(versions(root)[0] / "predictions.csv")
     assert len(predicted) == 600 and predicted["charges"].notna().all()
-    assert list(predicted.columns[:4]) == ["row", "split", "age", "sex"]
+    assert list(predicted.columns) == ["row", "split", "policy id", "charges"]  # the config names the id column
 
 
 # --- bad input: one clear line, exit status 2 ---------------------------------------------------------------------
@@ -259,3 +259,19 @@ def test_a_true_false_column_without_gaps_takes_imputation(tmp_path):
     dm = TableDataModule(path=str(path), target="y", impute="mean")
     dm.setup("fit")
     assert dm.fit_preprocessing().fill["has pet?"] is True
+
+
+def test_a_predict_table_without_the_id_column_names_it_and_the_way_out(tmp_path, root, capsys):
+    from lit_regression.cli import main
+
+    path = insurance(tmp_path)
+    run_cli("fit", "--config", CONFIGS / "insurance.yaml", "--data.path", path, root=root)
+    new = tmp_path / "new.csv"
+    pd.read_csv(path).drop(columns=["policy id", "charges"]).head(5).to_csv(new, index=False)
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", "--ckpt_path", "last", "--data.predict_path", str(new), "--trainer.default_root_dir", str(root)])
+    assert stop.value.code == 2
+    assert "has no id column 'policy id'" in capsys.readouterr().err
+    predict = run_cli("predict", "--ckpt_path", "last", "--data.predict_path", new, "--data.id_column", "null", root=root)
+    (writer,) = [c for c in predict.trainer.callbacks if type(c).__name__ == "PredictionWriter"]
+    assert len(pd.read_csv(writer.path)) == 5

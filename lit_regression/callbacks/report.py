@@ -144,7 +144,7 @@ class ParameterReport(OwnHooks, L.Callback):
                 report["true"] = true
             if optimum is not None:
                 report.update(_exact(optimum, weight, bias, why))
-                report.update(_uncertainty(pl_module, optimum, weight, bias, report))
+                report.update(_uncertainty(pl_module, optimum, weight, bias, report, why))
         scaling = _scaling(pl_module, report["features"], datamodule)
         if scaling:
             report["scaling"] = scaling
@@ -279,10 +279,14 @@ def _exact(optimum: Optimum, weight: torch.Tensor, bias: torch.Tensor, why: str 
     return result
 
 
-def _uncertainty(pl_module, optimum: Optimum, weight: torch.Tensor, bias: torch.Tensor, report: dict) -> dict:
+def _uncertainty(pl_module, optimum: Optimum, weight: torch.Tensor, bias: torch.Tensor, report: dict,
+                 why: str | None = None) -> dict:
     """Standard errors, t (or z) values and 95% intervals of the learned coefficients, in the raw units column
     (the features' own units) where there is one: the covariance at the optimum carried through the (linear)
-    map from the model's units to the raw ones."""
+    map from the model's units to the raw ones. None where the optimum is not the model's own (``why``): they
+    describe least squares, and the residuals of another objective's fit would make them wrong."""
+    if why is not None:
+        return {"uncertainty": {"note": f"no standard errors: they are those of the least-squares optimum, and {why}"}}
     if optimum.covariance is None:
         why = ("the inputs are collinear" if not optimum.full_rank else
                "they are given for unpenalised least squares (l2 = 0, MSE) and for logistic regression")

@@ -461,10 +461,14 @@ class TableDataModule(TensorDataModule):
         if source.whole is None:
             return  # the training table: its columns are the features' own
         needed = list(self.input_columns) + ([h.id_column] if h.id_column is not None else [])
-        source.require(needed, "feature")
+        source.require(list(self.input_columns), "feature")
+        if h.id_column is not None and h.id_column not in source.column_names:
+            raise InputError(f"{source.place} has no id column {h.id_column!r} (data.id_column, written beside each "
+                             "prediction): add it, or give --data.id_column null to write the features instead")
         extra = [c for c in source.column_names if c not in needed and c not in self._targets]
         if extra:
-            say(f"{source.place}: ignoring the columns {listing(extra)}, which the model does not use")
+            say(f"{source.place}: ignoring the column{'s' * (len(extra) > 1)} {listing(extra)}, which the model does "
+                "not use")
 
     def _check_processes(self) -> None:
         """Every split that fit reads, prediction included, has a row for each process (checked before
