@@ -15,11 +15,12 @@
   and silently start from scratch), and says which run folder a ``fit`` resumes: **a resumed fit goes on logging
   and checkpointing in the run folder of the ``last.ckpt`` it resumes** (``RUN/checkpoints/last.ckpt``), so that
   its curves continue the killed run's curves and its ``last.ckpt`` replaces the killed run's. The resumed run's
-  config is saved beside the first one as ``config-resume-K.yaml``. The steps that the killed run logged after its last checkpoint are logged again, with
-  the same values (read the curves by step). Before a checkpoint is written the loggers save (TensorBoard's
-  records reach the file), and an epoch's record goes to them when its validation ends, so the curves of a killed
-  run reach its last checkpoint. One gap remains: without validation rows, an epoch's record goes to the loggers
-  just after that epoch's checkpoint is written, so a kill in that instant loses the points of that one epoch.
+  config is saved beside the first one as ``config-resume-K.yaml``. The steps that the killed run logged after
+  its last checkpoint are logged again, with the same values (read the curves by step). Before a checkpoint is
+  written the loggers save (TensorBoard's records reach the file), and an epoch's record goes to them when its
+  validation ends, so the curves of a killed run reach its last checkpoint. One gap remains: without validation
+  rows, an epoch's record goes to the loggers just after that epoch's checkpoint is written, so a kill in that
+  instant loses the points of that one epoch.
 * :func:`check_compatible` refuses, with one message, a checkpoint whose weights do not fit the model.
 """
 

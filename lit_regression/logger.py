@@ -14,6 +14,7 @@ from lightning.fabric.utilities.logger import _add_prefix, _convert_params, _fla
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from lit_regression.checkpointing import run_under
 from lit_regression.files import WriteError, make_folder
 
 STAGES = ("train", "val", "test")
@@ -74,54 +75,51 @@ class RunLogger(TensorBoardLogger):
         self._layout_written = stage is not None  # a stage's metrics go on the run's own charts
         self._pending: list[tuple[int | None, dict[str, float]]] = []  # records not yet handed to the writer
         self._handed_at = time.monotonic()
-        self._made: list[str] = []  # folders this logger made: the outermost made for its parent, then its own
+        self._claimed: str | None = None  # the run (or stage) folder this logger made
+        self._made_above: str | None = None  # the outermost folder it made above that one, if any
         self._discard = False
 
     @classmethod
     def into(cls, run: str, root: str, stage: str | None = None) -> RunLogger:
         """A logger that writes into the existing run folder ``run`` (a resumed fit), or into a ``stage`` of it;
         under ``root`` when it lies there (so ``tensorboard --logdir ROOT`` shows it beside the others)."""
-        from lit_regression.checkpointing import run_under
-
         placed = run_under(run, root)
         if placed is None:
             return cls(os.path.dirname(run), name="", version=os.path.basename(run), stage=stage)
         return cls(root, name=placed[0], version=placed[1], stage=stage)
 
-    def _claim(self, parent: str, names) -> str:
-        """The first of ``names`` whose folder this process makes under ``parent`` (``os.mkdir``: two processes
-        never both make one); the first name on other processes, which write nothing (Lightning broadcasts the
-        first process's folder). ``parent`` and the folders above it are made as needed, and remembered."""
-        names = iter(names)
-        first = next(names)
+    def _claim(self, parent: str, base: str) -> str:
+        """The first of ``base``, ``base-2``, ``base-3`` ... whose folder this process makes under ``parent``
+        (``os.mkdir``: two processes never both make one); ``base`` on other processes, which write nothing
+        (Lightning broadcasts the first process's folder). ``parent`` and the folders above it are made as needed,
+        and remembered."""
         if rank_zero_only.rank != 0:
-            return first
+            return base
         if not os.path.isdir(parent):
             made = parent  # the outermost folder made for it
             while os.path.dirname(made) not in ("", made) and not os.path.exists(os.path.dirname(made)):
                 made = os.path.dirname(made)
             make_folder(parent)
-            self._made.append(made)
-        name = first
+            self._made_above = made
+        k, name = 1, base
         while True:
             try:
                 os.mkdir(os.path.join(parent, name))
-                self._made.append(os.path.join(parent, name))
+                self._claimed = os.path.join(parent, name)
                 return name
             except FileExistsError:
-                name = next(names)
+                k += 1
+                name = f"{base}-{k}"
             except OSError as err:
                 raise WriteError(os.path.join(parent, name), err, folder=True) from None
 
     def _get_next_version(self) -> str:
-        stamp = time.strftime(TIMESTAMP)
-        return self._claim(self.root_dir, (stamp if k == 1 else f"{stamp}-{k}" for k in range(1, 1 << 30)))
+        return self._claim(self.root_dir, time.strftime(TIMESTAMP))
 
     @property
     def sub_dir(self) -> str | None:
         if self.stage is not None and self._sub_dir is None:
-            run = os.path.join(self.root_dir, str(self.version))
-            self._sub_dir = self._claim(run, (self.stage if k == 1 else f"{self.stage}-{k}" for k in range(1, 1 << 30)))
+            self._sub_dir = self._claim(os.path.join(self.root_dir, str(self.version)), self.stage)
         return self._sub_dir
 
     def discard(self) -> None:
@@ -212,25 +210,25 @@ class RunLogger(TensorBoardLogger):
         super().finalize(status)
         if self._discard:
             self._remove_made()
-        elif self.stage is not None and not self.final_metrics and self._made:
+        elif self.stage is not None and not self.final_metrics and self._claimed is not None:
             # a stage that logged nothing (predict): no events file, which TensorBoard would list as an empty run
-            for events in glob.glob(os.path.join(self._made[-1], "events.out.tfevents.*")):
+            for events in glob.glob(os.path.join(self._claimed, "events.out.tfevents.*")):
                 os.remove(events)
 
     def _remove_made(self) -> None:
-        """Remove the run (or stage) folder this logger claimed, with its content, then the folders made for it
+        """Remove the run (or stage) folder this logger claimed, with its content, then the folders made above it
         that are empty now (another run may have started in one of them meanwhile)."""
-        claimed, parents = self._made[-1:], self._made[:-1]
-        for folder in claimed:
-            shutil.rmtree(folder, ignore_errors=True)
-        for outermost in reversed(parents):
-            folder = os.path.dirname(claimed[0]) if claimed else outermost
+        if self._claimed is None:
+            return
+        shutil.rmtree(self._claimed, ignore_errors=True)
+        if self._made_above is not None:
+            folder, outermost = os.path.dirname(self._claimed), os.path.abspath(self._made_above)
             while True:
                 try:
                     os.rmdir(folder)
                 except OSError:
                     break
-                if os.path.abspath(folder) == os.path.abspath(outermost):
+                if os.path.abspath(folder) == outermost:
                     break
                 folder = os.path.dirname(folder)
-        self._made = []
+        self._claimed = self._made_above = None

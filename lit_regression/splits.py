@@ -79,14 +79,15 @@ class Split:
         """The rows of ``start .. start + count - 1`` in the split; ``None`` when that is all of them."""
         if self.everything:
             return None
-        u = uniform(start, count, self.seed)
-        return (u >= self.low) & (u < self.high)
+        return self._within(uniform(start, count, self.seed))
 
     def contains(self, rows: np.ndarray) -> np.ndarray:
         """Whether each global row index of ``rows`` is in the split."""
         if self.everything:
             return np.ones(len(rows), dtype=bool)
-        u = uniform_at(rows, self.seed)
+        return self._within(uniform_at(rows, self.seed))
+
+    def _within(self, u: np.ndarray) -> np.ndarray:
         return (u >= self.low) & (u < self.high)
 
     def count(self, piece) -> int:

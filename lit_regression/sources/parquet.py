@@ -13,7 +13,7 @@ from lit_regression.batches import assign, process_of
 from lit_regression.cells import Place
 from lit_regression.errors import InputError, count
 from lit_regression.sources import Block, Decode, Holdout, TableSource
-from lit_regression.splits import Split, held_out
+from lit_regression.splits import Split, held_out, names_of
 from lit_regression.streaming import DecodedCache, StreamBatches, gathered
 from lit_regression.tables import ParquetFiles, Piece
 
@@ -80,11 +80,9 @@ class ParquetSource(TableSource):
     def split_of(self, rows: np.ndarray) -> np.ndarray | None:
         if self.whole is not None:
             return None
-        names = np.full(len(rows), "train", dtype=object)
-        for split in ("test", "val"):
-            if self.rows(split) and (split == "val" or self.resolved(split) == split):
-                names[self.split(split).contains(rows)] = split
-        return names
+        held = {split: np.flatnonzero(self.split(split).contains(rows)) for split in ("val", "test")
+                if self.rows(split) and (split == "val" or self.resolved(split) == split)}
+        return names_of(len(rows), held)
 
     def positions(self, split: str) -> np.ndarray:
         mask = self.split(split).mask(0, self.files.num_rows)
