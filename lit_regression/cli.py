@@ -30,6 +30,7 @@ from lit_regression.checkpointing import (Interrupted, RandomState, ResumableChe
                                           read_checkpoint, resolve_resume, resume_config_name, run_of, unused_path,
                                           with_atomic_io)
 from lit_regression.datamodules import TableDataModule, TensorDataModule
+from lit_regression.deploy import COMMANDS, main as deploy_main
 from lit_regression.errors import InputError, say
 from lit_regression.files import WriteError, refused_write
 from lit_regression.hooks import OwnHooks
@@ -551,7 +552,11 @@ def _quiet() -> None:
 def main(args=None) -> None:
     """Entry point of ``lit-regression`` and ``python -m lit_regression``."""
     _quiet()
+    argv = sys.argv[1:] if args is None else list(args)
     try:
+        if argv and argv[0] in COMMANDS:  # export and serve: a trained model, no Trainer
+            deploy_main(argv)
+            return
         LitRegressionCLI(args=args)
         _leave_process_group()
     except Interrupted as stop:  # SIGTERM or Ctrl-C: the epoch finished and its checkpoint is written

@@ -2,8 +2,13 @@
 traceback, and single lines on the console."""
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from lightning.pytorch.utilities import rank_zero_only
+
+_HEARD: ContextVar[list[str] | None] = ContextVar("heard", default=None)  # the warnings of a heard() block
 
 
 class InputError(ValueError):
@@ -38,8 +43,24 @@ def count(n: int, noun: str, plural: str | None = None, spec: str = "") -> str:
 @rank_zero_only
 def say(line: str, warning: bool = False) -> None:
     """One line on the console, from the first process only; a warning goes to stderr. Safe while a progress bar
-    is drawn: the line appears above it, intact."""
+    is drawn: the line appears above it, intact. Inside :func:`heard`, a warning is kept for the caller instead."""
+    kept = _HEARD.get()
+    if warning and kept is not None:
+        kept.append(line)
+        return
     write_line(f"warning: {line}" if warning else line, sys.stderr if warning else sys.stdout)
+
+
+@contextmanager
+def heard() -> Iterator[list[str]]:
+    """The warnings :func:`say` gives inside the block (each line without ``warning: ``), kept in the list this
+    yields instead of written to stderr: a server hands them back with the request that caused them. Per thread
+    and per asyncio task (a context variable)."""
+    token = _HEARD.set([])
+    try:
+        yield _HEARD.get()
+    finally:
+        _HEARD.reset(token)
 
 
 def write_line(text: str, stream) -> None:

@@ -144,7 +144,15 @@ class Predictor:
         x = self.inputs(rows)
         with torch.no_grad():
             outputs = self.model.predict_outputs(self.model(x.to(self.model.dtype)))
-        return table(self.datamodule, torch.arange(len(x)), outputs.float()).to_pandas()
+        given = None
+        if not hasattr(self.datamodule, "predict_rows"):  # no table: the inputs stand beside the predictions
+            import pyarrow as pa
+
+            names = list(getattr(self.datamodule, "feature_names", None) or [])
+            if len(names) != x.shape[1]:
+                names = [f"x_{i}" for i in range(x.shape[1])]
+            given = pa.table({str(name): x[:, i].numpy() for i, name in enumerate(names)})
+        return table(self.datamodule, torch.arange(len(x)), outputs.float(), given).to_pandas()
 
 
 def load(path: str | os.PathLike = "last", root: str | os.PathLike = "runs") -> Predictor:
