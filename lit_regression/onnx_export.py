@@ -9,7 +9,8 @@
 The ONNX graph does what ``lit_regression.load(ckpt).predict`` does to a row, with onnx's own operators:
 
 - one input per feature column, shape ``[rows, 1]``: float32 for a numeric column (an empty cell is NaN), text for a
-  categorical one (an empty cell is the empty string ``""``);
+  categorical one (an empty cell is the empty string ``""``), float64 for a categorical one whose levels are
+  numbers (a zip code, a rating: compared as numbers, as ``predict`` does; an empty cell is NaN);
 - the fitted imputation (``Where(IsNaN(x), fill, x)``; for text, ``Where(Equal(x, ""), fill, x)``);
 - the one-hot encoding (``Equal`` of the column against its levels: a level not seen in training is all zeros,
   as in training; with ``drop_first`` the first level has no column);
@@ -53,12 +54,12 @@ class Outputs(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.predict_outputs(self.model(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # float32 in and out, whatever the model's precision
+        return self.model.predict_outputs(self.model(x.to(self.model.dtype))).float()
 
 
 def _example(model) -> torch.Tensor:
-    return torch.zeros(2, int(model.hparams.n_features), dtype=model.dtype)
+    return torch.zeros(2, int(model.hparams.n_features))
 
 
 def _batch() -> dict:
@@ -67,8 +68,11 @@ def _batch() -> dict:
 
 def torch_program(model: torch.nn.Module):
     """The numeric path (encoded float inputs ``[rows, features]`` to what ``predict`` returns) as a
-    ``torch.export.ExportedProgram`` with a dynamic batch."""
-    return torch.export.export(Outputs(model.eval().cpu()), (_example(model),), dynamic_shapes=_batch())
+    ``torch.export.ExportedProgram`` with a dynamic batch, its weights frozen (no gradients)."""
+    import copy
+
+    frozen = copy.deepcopy(model).cpu().eval().requires_grad_(False)
+    return torch.export.export(Outputs(frozen), (_example(model),), dynamic_shapes=_batch())
 
 
 def numeric_onnx(model: torch.nn.Module):
@@ -91,6 +95,29 @@ def numeric_onnx(model: torch.nn.Module):
     return program.model_proto
 
 
+# --- the inputs' types -----------------------------------------------------------------------------------------
+def _numbers(values: list) -> bool:
+    return all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+               for v in values)
+
+
+def _input_kind(levels: list | None) -> str:
+    """A numeric column's input is float32; a categorical one's is text, or float64 where its levels are numbers
+    (compared as numbers, as ``predict`` compares them: ``75001`` and ``75001.0`` are one level)."""
+    if levels is None:
+        return "float32"
+    return "float64" if _numbers(levels) else "string"
+
+
+def _cell(value, kind: str):
+    """A level or fill value as the input of ``kind`` holds it."""
+    return str(plain(value)) if kind == "string" else float(value)
+
+
+ELEMENT = {"float32": 1, "float64": 11, "string": 8, "int64": 7}  # onnx.TensorProto's element types
+NUMPY = {"float32": np.float32, "float64": np.float64, "string": object, "int64": np.int64}
+
+
 # --- the description beside the files -----------------------------------------------------------------------------
 def _classes(datamodule) -> list | None:
     return None if datamodule is None else getattr(datamodule, "classes", None)
@@ -110,11 +137,9 @@ def output_names(model, datamodule) -> list[str]:
 
 
 def _label_kind(classes: list) -> str:
-    if all(isinstance(c, (int, np.integer)) and not isinstance(c, (bool, np.bool_)) for c in classes):
-        return "int64"
-    if all(isinstance(c, (int, float, np.integer, np.floating)) and not isinstance(c, (bool, np.bool_))
-           for c in classes):
-        return "float64"
+    """The type of the label output: the classes' own (whole numbers, numbers or text)."""
+    if _numbers(classes):
+        return "int64" if all(float(c).is_integer() for c in classes) else "float64"
     return "string"
 
 
@@ -141,11 +166,12 @@ def describe(predictor, format: str, checkpoint: str) -> dict[str, Any]:
         inputs = []
         for feature in state.features:
             levels = state.categories.get(feature)
-            entry = {"name": feature, "type": "float32" if levels is None else "string", "shape": ["rows", 1]}
+            kind = _input_kind(levels)
+            entry = {"name": feature, "type": kind, "shape": ["rows", 1]}
             if levels is not None:
-                entry["categories"] = [str(plain(level)) for level in levels]
+                entry["categories"] = [_cell(level, kind) for level in levels]
             fill = state.fill.get(feature)
-            entry["fill"] = None if fill is None else (float(fill) if levels is None else str(plain(fill)))
+            entry["fill"] = None if fill is None else _cell(fill, kind)
             inputs.append(entry)
     classes = _classes(dm)
     kinds = ["float32"] * len(output_names(model, dm))
@@ -182,19 +208,18 @@ def onnx_model(predictor):
     state = dm.fit_preprocessing() if hasattr(dm, "fit_preprocessing") else None
     features = helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["rows", int(model.hparams.n_features)])
     if state is None:  # the seed datamodules: the model's inputs as they are
-        inputs, nodes, initializers = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", int(model.hparams.n_features)])], [], []
-        nodes.append(helper.make_node("Identity", ["x"], [FEATURES]))
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", int(model.hparams.n_features)])
+        inputs, nodes, initializers = [x], [helper.make_node("Identity", ["x"], [FEATURES])], []
     else:
         inputs, nodes, initializers, parts = [], [], [], []
         for j, feature in enumerate(state.features):
             levels, fill, name = state.categories.get(feature), state.fill.get(feature), f"{PRE}{j}"
-            text = levels is not None
-            inputs.append(helper.make_tensor_value_info(feature, TensorProto.STRING if text else TensorProto.FLOAT,
-                                                        ["rows", 1]))
+            kind = _input_kind(levels)
+            text = kind == "string"
+            inputs.append(helper.make_tensor_value_info(feature, ELEMENT[kind], ["rows", 1]))
             cells = feature
             if fill is not None:  # the training rows' statistic in the empty cells
-                initializers.append(const(f"{name}/fill", str(plain(fill)) if text else float(fill),
-                                          object if text else np.float32))
+                initializers.append(const(f"{name}/fill", _cell(fill, kind), NUMPY[kind]))
                 empty = f"{name}/empty"
                 if text:
                     initializers.append(const(f"{name}/blank", "", object))
@@ -203,11 +228,11 @@ def onnx_model(predictor):
                     nodes.append(helper.make_node("IsNaN", [feature], [empty]))
                 cells = f"{name}/filled"
                 nodes.append(helper.make_node("Where", [empty, f"{name}/fill", feature], [cells]))
-            if not text:
+            if levels is None:
                 parts.append(cells)
                 continue
-            kept = [str(plain(level)) for level in levels[int(state.drop_first):]]
-            initializers.append(const(f"{name}/levels", kept, object))
+            kept = [_cell(level, kind) for level in levels[int(state.drop_first):]]
+            initializers.append(const(f"{name}/levels", kept, NUMPY[kind]))
             nodes.append(helper.make_node("Equal", [cells, f"{name}/levels"], [f"{name}/hot"]))  # [rows, levels]
             nodes.append(helper.make_node("Cast", [f"{name}/hot"], [f"{name}/onehot"], to=TensorProto.FLOAT))
             parts.append(f"{name}/onehot")
@@ -224,12 +249,11 @@ def onnx_model(predictor):
         outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["rows"]))
     if classes is not None:
         kind = _label_kind(classes)
-        labels = [plain(c) if kind != "string" else str(plain(c)) for c in classes]
-        initializers.append(const(f"{POST}classes", labels, {"int64": np.int64, "float64": np.float64}.get(kind, object)))
+        labels = [str(plain(c)) if kind == "string" else plain(c) for c in classes]
+        initializers.append(const(f"{POST}classes", labels, NUMPY[kind]))
         nodes.append(helper.make_node("ArgMax", [OUTPUTS], [f"{POST}argmax"], axis=1, keepdims=0))
         nodes.append(helper.make_node("Gather", [f"{POST}classes", f"{POST}argmax"], [names[0]], axis=0))
-        elem = {"int64": TensorProto.INT64, "float64": TensorProto.DOUBLE}.get(kind, TensorProto.STRING)
-        outputs.insert(0, helper.make_tensor_value_info(names[0], elem, ["rows"]))
+        outputs.insert(0, helper.make_tensor_value_info(names[0], ELEMENT[kind], ["rows"]))
     scores = helper.make_tensor_value_info(OUTPUTS, TensorProto.FLOAT, ["rows", width])
     post = graph_model(nodes, [scores], outputs, initializers, "outputs")
 

@@ -348,6 +348,19 @@ class LitModel(L.LightningModule):
         without targets; the datamodules' ``(x, row)``)."""
         return self.predict_outputs(self(batch if torch.is_tensor(batch) else batch[0]))
 
+    def to_torchscript(self, file_path=None, method: str | None = "trace", example_inputs=None, **kwargs):
+        """``forward`` as TorchScript, traced (``example_inputs`` default: one row of zeros). Scripting cannot
+        compile a LightningModule (its ``hparams``), and ``torch.jit.trace(model, x)`` itself stops at Lightning's
+        ``trainer`` property, which raises ``RuntimeError`` on a model without a Trainer: trace through this
+        method. TorchScript is deprecated in PyTorch, and this method in Lightning: ``lit-regression export``
+        writes ONNX, or with ``--format torch`` a ``torch.export`` program."""
+        if method != "trace":
+            raise InputError(f"to_torchscript(method={method!r}): a lit_regression model is traced, not scripted "
+                             "(TorchScript cannot compile a LightningModule's hparams); use method='trace'")
+        if example_inputs is None:
+            example_inputs = torch.zeros(1, int(self.hparams.n_features), dtype=self.dtype, device=self.device)
+        return super().to_torchscript(file_path, "trace", example_inputs, **kwargs)
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse, with one message, a checkpoint of another model family or shape, or with non-finite weights.
         A checkpoint from before the scaling was the model's gets it from the datamodule state it carries."""
