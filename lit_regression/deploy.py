@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 COMMANDS = {
-    "export": "write the model as one ONNX file with its preprocessing inside (or a torch.export program)",
-    "serve": "answer HTTP prediction requests (LitServe) with a checkpoint's model and preprocessing",
+    "export": "a trained model as one ONNX file with its preprocessing inside (or a torch.export program)",
+    "serve": "a trained model behind an HTTP prediction endpoint (LitServe)",
 }
 
 
@@ -37,7 +37,8 @@ def main(args: list[str]) -> None:
 
     command, rest = args[0], list(args[1:])
     function = _function(command)
-    parser = ArgumentParser(prog=f"lit-regression {command}", description=COMMANDS[command], exit_on_error=False,
+    parser = ArgumentParser(prog=f"lit-regression {command}", description=f"lit-regression {command}: {COMMANDS[command]}",
+                            exit_on_error=False,
                             default_env=False, allow_abbrev=False)
     parser.add_function_arguments(function, as_group=False)
     config = parser.parse_args(rest)
