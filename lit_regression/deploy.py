@@ -12,12 +12,17 @@ gets the same one-line message as the training commands.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
+
+from lit_regression.errors import InputError
 
 COMMANDS = {
     "export": "a trained model as one ONNX file with its preprocessing inside (or a torch.export program)",
     "serve": "a trained model behind an HTTP prediction endpoint (LitServe)",
 }
+
+DEPLOY_PACKAGES = ("onnx", "onnxruntime", "onnxscript", "litserve")  # the `deploy` extra of pyproject.toml
 
 
 def _function(command: str) -> Callable:
@@ -33,17 +38,27 @@ def _function(command: str) -> Callable:
 def main(args: list[str]) -> None:
     """Run ``lit-regression COMMAND ARGS...`` for a command of :data:`COMMANDS`; errors propagate (``cli.main``
     turns them into one line)."""
-    from jsonargparse import ArgumentParser
-
-    command, rest = args[0], list(args[1:])
-    function = _function(command)
-    parser = ArgumentParser(prog=f"lit-regression {command}", description=f"lit-regression {command}: {COMMANDS[command]}",
-                            exit_on_error=False,
-                            default_env=False, allow_abbrev=False)
-    parser.add_function_arguments(function, as_group=False)
-    config = parser.parse_args(rest)
-    result = function(**{k: v for k, v in vars(parser.instantiate_classes(config)).items() if k != "__path__"})
+    command = args[0]
+    try:
+        result = _run(command, list(args[1:]))
+    except ImportError as err:
+        package = (err.name or "").split(".")[0]
+        if package not in DEPLOY_PACKAGES or importlib.util.find_spec(package) is not None:
+            raise  # a broken install of a package that is there keeps its traceback
+        raise InputError(f"lit-regression {command} needs the package {package!r}, which is not installed: pip "
+                         "install 'lit_regression[deploy]' (make setup installs it)") from None
     if command == "export":
         model, description = result
         print(f"exported:        {model}")
         print(f"description:     {description}")
+
+
+def _run(command: str, args: list[str]):
+    from jsonargparse import ArgumentParser
+
+    function = _function(command)
+    parser = ArgumentParser(prog=f"lit-regression {command}", exit_on_error=False, default_env=False,
+                            allow_abbrev=False, description=f"lit-regression {command}: {COMMANDS[command]}")
+    parser.add_function_arguments(function, as_group=False)
+    config = parser.parse_args(args)
+    return function(**{k: v for k, v in vars(parser.instantiate_classes(config)).items() if k != "__path__"})
