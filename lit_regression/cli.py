@@ -202,8 +202,9 @@ class LitRegressionCLI(LightningCLI):
         kwargs.setdefault("exit_on_error", False)
         kwargs.setdefault("allow_abbrev", False)
         # the commands outside LightningCLI's (deploy.py) are named where `lit-regression --help` looks
-        kwargs.setdefault("description", "Train, validate, test and predict with Lightning's Trainer. Also: " + "; ".join(
-            f"lit-regression {command}: {what}" for command, what in COMMANDS.items()) + " (each has --help).")
+        others = "; ".join(f"lit-regression {command}: {what}" for command, what in COMMANDS.items())
+        kwargs.setdefault("description", f"Train, validate, test and predict with Lightning's Trainer. Also: {others} "
+                                         "(each has --help).")
         return super().init_parser(**kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""The commands that take a trained model out of Python, beside LightningCLI's ``fit``/``validate``/``test``/``predict``:
+"""The commands that take a trained model out of Python, beside LightningCLI's fit, validate, test and predict:
 
 ::
 
