@@ -136,7 +136,9 @@ class Preprocessing:
         gaps = missing(values)
         if not gaps.any():
             return values
-        values = values.copy()
+        # a column with no value at all reads as numbers (NaN): a text level fills it as text
+        text = values.dtype.kind == "f" and isinstance(value, str)
+        values = values.astype(object) if text else values.copy()
         values[gaps] = value
         return values
 

@@ -127,6 +127,15 @@ def test_load_predict_takes_a_dataframe_a_dict_or_a_path(trained, people):
         predictor.predict({"Customer ID": ["x"], "age": [30.0], "income (EUR)": [1.0]})
 
 
+def test_a_category_column_without_any_value_is_filled_as_text(trained):
+    """Rows whose text category is empty in every row (a column of nulls, which reads as numbers) get its most
+    frequent level, as a gap among other values does."""
+    predictor = lit_regression.load(trained / "checkpoints" / "last.ckpt")
+    fill = predictor.datamodule.fit_preprocessing().fill["city"]
+    row = {"Customer ID": "C9999", "age": 40.0, "city": None, "income (EUR)": 50_000.0}
+    assert predictor.predict(row)["spend"].tolist() == predictor.predict({**row, "city": fill})["spend"].tolist()
+
+
 def test_every_prediction_call_names_its_unseen_categories(trained, capsys):
     predictor = lit_regression.load(trained / "checkpoints" / "last.ckpt")
     row = {"Customer ID": "C9999", "age": 40.0, "city": "Berlin", "income (EUR)": 50_000.0}
