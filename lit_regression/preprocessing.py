@@ -77,17 +77,25 @@ def like_levels(values: np.ndarray, levels: list) -> np.ndarray:
     return values
 
 
-def one_hot(values: np.ndarray, levels: list, drop_first: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """float32 ``(rows, levels)`` 0/1 columns (``levels - 1``, the first level's left out, with ``drop_first``)
-    and the mask of rows whose value is not a level (all zeros)."""
+def level_encoder(levels: list):
+    """scikit-learn's ``OneHotEncoder`` of a column's levels (``handle_unknown="ignore"``: another value is all
+    zeros), fitted once: fitting costs as much as encoding a block of a few rows."""
     from sklearn.preprocessing import OneHotEncoder
 
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels)
+    known = np.asarray(levels, dtype=np.float64 if numeric else object).reshape(-1, 1)
+    encoder = OneHotEncoder(categories=[known[:, 0]], handle_unknown="ignore", sparse_output=False, dtype=np.float32)
+    return encoder.fit(known)
+
+
+def one_hot(values: np.ndarray, levels: list, drop_first: bool = False, encoder=None) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``(rows, levels)`` 0/1 columns (``levels - 1``, the first level's left out, with ``drop_first``)
+    and the mask of rows whose value is not a level (all zeros). ``encoder``: :func:`level_encoder` of ``levels``,
+    where the caller keeps one."""
     if len(values) == 0:  # a split without rows (no validation rows, say): scikit-learn refuses to transform it
         return np.zeros((0, len(levels) - int(drop_first)), dtype=np.float32), np.zeros(0, dtype=bool)
-    values = like_levels(values, levels)
-    known = np.asarray(levels, dtype=np.float64 if values.dtype.kind == "f" else object)
-    encoder = OneHotEncoder(categories=[known], handle_unknown="ignore", sparse_output=False, dtype=np.float32)
-    block = encoder.fit(known.reshape(-1, 1)).transform(values.reshape(-1, 1))
+    values = like_levels(values, levels)  # the levels' kind: float64 for numbers, objects for text
+    block = (encoder or level_encoder(levels)).transform(values.reshape(-1, 1))
     unseen = block.sum(axis=1) == 0
     return (block[:, 1:] if drop_first else block), unseen
 
@@ -115,6 +123,7 @@ class Preprocessing:
         self.mean, self.scale = mean, scale
         self.target_mean, self.target_scale = target_mean, target_scale
         self.drop_first = bool(drop_first)
+        self._encoders: dict[str, Any] = {}  # each categorical feature's fitted OneHotEncoder, made on first use
         self.columns: dict[str, slice] = {}  # each feature's encoded columns
         start = 0
         for feature in self.features:
@@ -147,7 +156,10 @@ class Preprocessing:
         mask of rows with a level not seen in training. Numbers stay in their units: the model standardises
         them with ``mean`` and ``scale`` (its ``input_mean`` and ``input_scale`` buffers)."""
         if feature in self.categories:
-            return one_hot(values, self.categories[feature], self.drop_first)
+            levels = self.categories[feature]
+            if feature not in self._encoders:
+                self._encoders[feature] = level_encoder(levels)
+            return one_hot(values, levels, self.drop_first, self._encoders[feature])
         return values.astype(np.float32).reshape(-1, 1), None
 
     # --- as plain values (the datamodule's state_dict) ----------------------------------------------------------
