@@ -40,6 +40,7 @@ import torch  # noqa: E402
 import bigdata  # noqa: E402
 import optimum  # noqa: E402
 import plain_line  # noqa: E402
+import serving  # noqa: E402
 import streaming  # noqa: E402
 import table_load  # noqa: E402
 
@@ -52,6 +53,7 @@ FULL = {
     "table_rows": 1_000_000, "table_memory_reps": 2, "table_load_reps": 3, "side_reps": 3,
     "optimum_rows": 200_000, "optimum_features": 50, "optimum_reps": 3,
     "stream_rows": 4_000_000, "stream_reps": 3,
+    "serve_requests": 2000, "serve_reps": 3, "serve_warmup": 300, "onnx_reps": 5,
 }
 QUICK = {
     "n1": 10, "n2": 40, "epoch_reps": 2,
@@ -60,6 +62,7 @@ QUICK = {
     "table_rows": 100_000, "table_memory_reps": 1, "table_load_reps": 2, "side_reps": 1,
     "optimum_rows": 20_000, "optimum_features": 50, "optimum_reps": 1,
     "stream_rows": 400_000, "stream_reps": 1,
+    "serve_requests": 300, "serve_reps": 1, "serve_warmup": 100, "onnx_reps": 2,
 }
 
 
@@ -557,8 +560,52 @@ def figure_streaming(report: Report, cfg: dict) -> None:
     report.details["streaming"] = result
 
 
+# --- figure 9: lit-regression serve against a bare LitServer; onnxruntime against torch ---------------------------
+def figure_serving(report: Report, cfg: dict) -> None:
+    """Requests/s and latency of ``lit-regression serve`` (raw JSON rows, encoded by ``Predictor``) at 64
+    concurrent clients, one row a request, against a bare LitServer of the same torch model taking encoded
+    inputs (the same batching and workers); the numeric path and the whole graph in onnxruntime against torch."""
+    requests, reps = cfg["serve_requests"], cfg["serve_reps"]
+    print(f"\n[9] serving: lit-regression serve vs a bare LitServer of the same torch model (encoded inputs), "
+          f"{serving.CLIENTS} concurrent clients, one row a request, {requests:,} requests each, "
+          f"{reps} repetitions (max_batch_size {serving.MAX_BATCH_SIZE}, batch_timeout {serving.BATCH_TIMEOUT:g} s, "
+          f"{serving.WORKERS} worker); onnxruntime vs torch on 1 and {serving.BIG:,} rows", flush=True)
+    result = serving.measure(requests, reps, cfg["serve_warmup"], cfg["onnx_reps"])
+    s = result["summary"]
+    ours, bare, null = s["ours"], s["bare"], s["null"]
+    for name, label in (("ours", "lit-regression serve"), ("bare", "bare LitServer"), ("null", "no-work server")):
+        r = s[name]
+        report.note(f"{label}: {r['rps']:,.0f} requests/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; the "
+                    f"client used {r['client_cpu_per_s']:.2f} of a core" + (
+                        f"; {r['failures']} requests failed, the first {r['first_failure']}" if r["failures"] else ""))
+    failed = f"{ours['failures']} of {requests * reps:,} requests failed" if ours["failures"] else ""
+    report.row("serving: requests/s of lit-regression serve vs a bare LitServer of the same torch model taking "
+               "encoded inputs (64 clients, one row a request)", result["ratio"], ">= 0.8", note=failed)
+    report.row("serving: lit-regression serve, requests/s", ours["rps"], None, unit="req/s")
+    report.row("serving: lit-regression serve, p50 latency", ours["p50_ms"], None, unit="ms")
+    report.row("serving: lit-regression serve, p99 latency", ours["p99_ms"], None, unit="ms")
+    report.row("serving: bare LitServer, requests/s", bare["rps"], None, unit="req/s")
+    report.row("serving: bare LitServer, p50 latency", bare["p50_ms"], None, unit="ms")
+    report.row("serving: bare LitServer, p99 latency", bare["p99_ms"], None, unit="ms")
+    report.row("serving: the client's ceiling, requests/s against a server that does no work / the bare LitServer's",
+               null["rps"] / bare["rps"], None)
+    for rows, r in result["onnx"]["rows"].items():
+        ms = {f"{side} {kind}": 1e3 * median(r[f"{kind}_s"][side]) for kind in ("numeric", "whole")
+              for side in r[f"{kind}_s"]}
+        report.note(f"{rows:,} row{'s' if rows > 1 else ''}, ms per call (median): numeric path torch {ms['torch numeric']:.4g}, onnxruntime "
+                    f"{ms['onnxruntime numeric']:.4g}; Predictor.predict {ms['predict whole']:.4g}, the whole ONNX "
+                    f"graph {ms['onnxruntime whole']:.4g}")
+        what = f"{rows:,} row{'s' if rows > 1 else ''}"
+        report.row(f"onnxruntime vs torch, numeric path, {what}: torch's time / onnxruntime's", r["numeric_ratio"],
+                   None)
+        report.row(f"onnxruntime vs torch, whole graph from raw columns, {what}: Predictor.predict's time / "
+                   "onnxruntime's", r["whole_ratio"], None)
+    result.pop("server_logs", None)
+    report.details["serving"] = result
+
+
 # --- main -------------------------------------------------------------------------------------------------------
-FIGURES = ("epoch", "process", "throughput", "gpu", "table", "side", "optimum", "streaming")  # --only's names
+FIGURES = ("epoch", "process", "throughput", "gpu", "table", "side", "optimum", "streaming", "serving")  # --only's names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -631,6 +678,11 @@ def main(argv: list[str] | None = None) -> int:
             figure_streaming(report, cfg)
         except Exception as err:  # noqa: BLE001
             report.row("streaming: error", float("nan"), None, note=f"{type(err).__name__}: {err}"[:300])
+    if "serving" in only:  # CPU only: LitServe's workers on the CPU
+        try:
+            figure_serving(report, cfg)
+        except Exception as err:  # noqa: BLE001
+            report.row("serving: error", float("nan"), None, note=f"{type(err).__name__}: {err}"[:300])
     elapsed = time.perf_counter() - start
     print(f"\nResults ({'quick' if args.quick else 'full'} run, {elapsed:.0f}s; ratios are medians of "
           "interleaved repetitions):\n")

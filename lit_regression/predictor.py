@@ -6,18 +6,24 @@
     predictor = lit_regression.load("last")       # the newest run's last.ckpt under runs/; or a checkpoint's path
     predictor.predict("new_rows.csv")            # or a pandas DataFrame, or a dict of columns
     predictor.predict({"age": [41], "city": ["Lyon"], "income": [52_000]})
+    predictor.predict([{"age": 41, "city": "Lyon", "income": 52_000}, {"age": 30, "city": "Nice"}])  # records
 
 The result is a pandas DataFrame with the columns of ``predictions.csv``: ``row``, the id column (or the feature
 columns as given), then the prediction in the target's units (for classification, the predicted label and
 ``prob_<label>`` per class). The rows get the same column checks, imputation and category encoding as
 ``lit-regression predict --data.predict_path``; the checkpoint is read with ``weights_only=True``.
+
+``predict`` is three steps that a server takes apart (``lit-regression serve`` encodes a batch of requests as one
+table where it can, runs the model once on them, and answers each with its own rows): ``encode(rows)`` (the
+checks, imputation and encoding), ``outputs(x)`` (the model) and ``table(encoded, outputs)`` (the columns of
+``predictions.csv``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -33,6 +39,19 @@ def _column(values: Any) -> Any:
     if isinstance(values, (str, bytes)) or np.ndim(values) == 0:
         return [values]
     return values if hasattr(values, "__array__") else list(values)
+
+
+def columns_of(records: list[Mapping]) -> dict[str, list]:
+    """A list of records as a dict of columns, in the order their names first appear; a name a record lacks is an
+    empty cell of that row."""
+    columns: dict[str, list] = {}
+    for i, record in enumerate(records):
+        for name in record:
+            if name not in columns:
+                columns[name] = [None] * i
+        for name, values in columns.items():
+            values.append(record.get(name))
+    return columns
 
 
 def _class(hparams: dict | None, what: str, path: str) -> type:
@@ -57,6 +76,13 @@ def _arrow(frame: Any):
             gaps = missing(data.to_numpy(dtype=object))
             columns[str(name)] = pa.array([None if gap else str(v) for v, gap in zip(data, gaps)], pa.string())
     return pa.table(columns)
+
+
+class Encoded(NamedTuple):
+    """Rows as :meth:`Predictor.encode` gives them."""
+
+    x: torch.Tensor  # the model's inputs, [rows, n_features]
+    given: Any  # a pyarrow Table of the columns kept beside the predictions (the id column, or the features)
 
 
 class Predictor:
@@ -97,27 +123,39 @@ class Predictor:
         return f"Predictor({what}, {inputs}{where})"
 
     def inputs(self, rows: Any) -> torch.Tensor:
-        """The model inputs of ``rows``: a pandas DataFrame, a dict of columns, a pyarrow Table or the path of a
-        table file (a table datamodule encodes them); a dict of single values is one row. Without a table
-        datamodule: an array of the model's inputs."""
+        """The model inputs of ``rows``: a pandas DataFrame, a dict of columns, a list of records (dicts), a pyarrow
+        Table or the path of a table file (a table datamodule encodes them); a dict of single values is one row.
+        Without a table datamodule: an array of the model's inputs."""
+        return self.encode(rows).x
+
+    def encode(self, rows: Any) -> Encoded:
+        """The first step of :meth:`predict`: ``rows`` (as :meth:`inputs` takes them) checked, imputed and encoded,
+        with the columns that stand beside their predictions."""
         import pyarrow as pa
 
         dm = self.datamodule
         if not hasattr(dm, "predict_rows"):  # no table: the rows are the model's inputs
             if hasattr(rows, "to_numpy"):
                 rows = rows.to_numpy()
-            x = torch.as_tensor(np.asarray(rows, dtype=np.float32))
+            try:
+                x = torch.as_tensor(np.asarray(rows, dtype=np.float32))
+            except (TypeError, ValueError) as err:  # text, or rows of different lengths
+                raise InputError(f"rows: expected numbers in rows of equal length ({err})") from None
             x = x.reshape(-1, 1) if x.ndim == 1 else x
             n = self.model.hparams.n_features
             if x.ndim != 2 or x.shape[1] != n:
                 raise InputError(f"rows have shape {tuple(x.shape)}: the model takes {count(n, 'input column')}")
-            return x
+            names = list(getattr(dm, "feature_names", None) or [])
+            if len(names) != x.shape[1]:
+                names = [f"x_{i}" for i in range(x.shape[1])]
+            return Encoded(x, pa.table({str(name): x[:, i].numpy() for i, name in enumerate(names)}))
         from lit_regression.tables import dense, read_table
 
         if isinstance(rows, (str, os.PathLike)):
             path = os.fspath(rows)
-            table = read_table(path, "path", dm.text_format)
-            return dm.predict_rows(table, path, "path")
+            return self._encoded(dm.predict_rows(read_table(path, "path", dm.text_format), path, "path"))
+        if isinstance(rows, list) and rows and all(isinstance(r, Mapping) for r in rows):
+            rows = columns_of(rows)
         if isinstance(rows, Mapping):
             import pandas as pd
 
@@ -134,25 +172,37 @@ class Predictor:
                              "a pyarrow Table or the path of a .csv/.tsv/.parquet file")
         if table.num_rows == 0:
             raise InputError("rows: no rows to predict")
-        return dm.predict_rows(dense(table), "rows", "rows")
+        return self._encoded(dm.predict_rows(dense(table), "rows", "rows"))
+
+    def _encoded(self, x: torch.Tensor) -> Encoded:
+        """``x`` with the columns that the datamodule keeps of the rows it just encoded, taken now: the next rows
+        it encodes replace them."""
+        import pyarrow as pa
+
+        given = self.datamodule.feature_columns()
+        if given is None:
+            return Encoded(x, None)
+        return Encoded(x, pa.table({name: values.cpu().numpy() if torch.is_tensor(values) else values
+                                    for name, values in given.items()}))
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The second step of :meth:`predict`: the model's outputs (float32) for encoded inputs ``x``, in the
+        target's units or as class probabilities."""
+        with torch.no_grad():
+            return self.model.predict_outputs(self.model(x.to(self.model.dtype))).float()
+
+    def table(self, encoded: Encoded, outputs: torch.Tensor):
+        """The last step of :meth:`predict`: the predictions of ``encoded``'s rows as a pyarrow Table with the
+        columns of ``predictions.csv`` (rows numbered from 0)."""
+        from lit_regression.callbacks.predictions import table
+
+        return table(self.datamodule, torch.arange(len(outputs)), outputs, encoded.given)
 
     def predict(self, rows: Any):
         """Predictions for ``rows`` (see :meth:`inputs`) as a pandas DataFrame, in the target's units, with class
         probabilities for a classifier."""
-        from lit_regression.callbacks.predictions import table
-
-        x = self.inputs(rows)
-        with torch.no_grad():
-            outputs = self.model.predict_outputs(self.model(x.to(self.model.dtype)))
-        given = None
-        if not hasattr(self.datamodule, "predict_rows"):  # no table: the inputs stand beside the predictions
-            import pyarrow as pa
-
-            names = list(getattr(self.datamodule, "feature_names", None) or [])
-            if len(names) != x.shape[1]:
-                names = [f"x_{i}" for i in range(x.shape[1])]
-            given = pa.table({str(name): x[:, i].numpy() for i, name in enumerate(names)})
-        return table(self.datamodule, torch.arange(len(x)), outputs.float(), given).to_pandas()
+        encoded = self.encode(rows)
+        return self.table(encoded, self.outputs(encoded.x)).to_pandas()
 
 
 def load(path: str | os.PathLike = "last", root: str | os.PathLike = "runs") -> Predictor:
