@@ -346,7 +346,8 @@ class TableDataModule(TensorDataModule):
                 encoded = "all zeros"
                 if self.hparams.drop_first:
                     encoded += f", as the reference level {self.hparams.categories[feature][0]!r}"
-                say(f"{place}{f', {name} rows' if name else ''}: column {feature!r} has {rows} with categories not "
+                split = f", {name} rows" if name and place.name == "data.path" else ""  # a table of several splits
+                say(f"{place}{split}: column {feature!r} has {rows} with categories not "
                     f"seen in training ({shown}), the first at {place.where(u.first)}; encoded as {encoded}",
                     warning=True)
         return xs

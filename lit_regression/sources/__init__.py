@@ -74,8 +74,8 @@ class TableSource:
         self.held: dict[str, tuple] = {}  # the tensors of each split held in memory, once decoded (streamed: none)
 
     @property
-    def place(self) -> str:
-        return f"{self.name}={self.path!r}"
+    def place(self) -> str:  # rows handed over in Python (path == name) are named alone, as cells.Place names them
+        return self.name if self.path == self.name else f"{self.name}={self.path!r}"
 
     def resolved(self, split: str) -> str:
         """``test`` without rows of its own runs on the validation rows."""
