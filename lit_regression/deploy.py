@@ -3,7 +3,7 @@
 ::
 
     lit-regression export --ckpt_path last [--format onnx|torch] [--output FILE]
-    lit-regression serve --ckpt_path last [--port 8000] [--host 127.0.0.1] [--onnx true]
+    lit-regression serve --ckpt_path last [--port 8000] [--host 127.0.0.1] [--onnx]
 
 Their arguments are those of :func:`lit_regression.onnx_export.export` and :func:`lit_regression.serve.serve`,
 read by jsonargparse (as LightningCLI reads its own), so ``--help`` shows each with its docstring and a wrong one
@@ -53,6 +53,20 @@ def main(args: list[str]) -> None:
         print(f"description:     {description}")
 
 
+def _switches(function: Callable, args: list[str]) -> list[str]:
+    """``args`` where a true/false option given alone (``--onnx``) is ``--onnx true``, as a switch reads."""
+    import inspect
+
+    parameters = inspect.signature(function).parameters.items()
+    switches = {f"--{name}" for name, p in parameters if p.annotation in (bool, "bool")}
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg in switches and (i + 1 == len(args) or args[i + 1].startswith("--")):
+            out.append("true")
+    return out
+
+
 def _run(command: str, args: list[str]):
     from jsonargparse import ArgumentParser
 
@@ -60,5 +74,5 @@ def _run(command: str, args: list[str]):
     parser = ArgumentParser(prog=f"lit-regression {command}", exit_on_error=False, default_env=False,
                             allow_abbrev=False, description=f"lit-regression {command}: {COMMANDS[command]}")
     parser.add_function_arguments(function, as_group=False)
-    config = parser.parse_args(args)
+    config = parser.parse_args(_switches(function, args))
     return function(**{k: v for k, v in vars(parser.instantiate_classes(config)).items() if k != "__path__"})

@@ -3,7 +3,7 @@
 ::
 
     lit-regression serve --ckpt_path last                  # http://127.0.0.1:8000, the newest run under runs/
-    lit-regression serve --ckpt_path RUN/checkpoints/last.ckpt --port 8080 --onnx true
+    lit-regression serve --ckpt_path RUN/checkpoints/last.ckpt --port 8080 --onnx
 
     curl -s http://127.0.0.1:8000/predict -H 'Content-Type: application/json' \\
          -d '[{"order id": "A17", "age": 41, "city": "Lyon"}, {"order id": "A18", "age": null, "city": "Paris"}]'

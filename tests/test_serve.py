@@ -161,7 +161,7 @@ class Server:
 
 SERVERS = {"linear": ("linear", "--batch_timeout", "0.05"),  # name: model kind, arguments (the window is wide
            "logistic": ("logistic",),                         # enough that concurrent requests batch)
-           "onnx": ("logistic", "--onnx", "true", "--workers", "2")}
+           "onnx": ("logistic", "--onnx", "--workers", "2")}
 
 
 class Servers:
