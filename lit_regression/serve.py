@@ -68,7 +68,7 @@ import litserve as ls
 import torch
 from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 from litserve.loops.simple_loops import BatchedLoop
-from litserve.utils import LitAPIStatus, LoopResponseType
+from litserve.utils import LitAPIStatus, LoopResponseType, WorkerSetupStatus
 from starlette.responses import Response
 
 from lit_regression.errors import InputError, count, heard, write_line
@@ -98,6 +98,15 @@ def serve(ckpt_path: str, host: str = "127.0.0.1", port: int = 8000, onnx: bool 
         root: the folder where ``last`` and ``best`` are looked for.
     """
     _check_settings(host, port, max_batch_size, batch_timeout, workers, max_request_mb)
+    try:
+        _serve(ckpt_path, host, port, onnx, max_batch_size, batch_timeout, workers, max_request_mb, root)
+    except KeyboardInterrupt:  # Ctrl-C while loading, or a stop before the workers were ready (_stop_on_signals)
+        pass
+    print("stopped", flush=True)
+
+
+def _serve(ckpt_path: str, host: str, port: int, onnx: bool, max_batch_size: int, batch_timeout: float, workers: int,
+           max_request_mb: float, root: str) -> None:
     predictor = load(ckpt_path, root)  # a missing or foreign checkpoint fails here, in one line
     checkpoint = os.path.abspath(predictor.checkpoint)
     _check_port(host, port)
@@ -115,11 +124,11 @@ def serve(ckpt_path: str, host: str = "127.0.0.1", port: int = 8000, onnx: bool 
           f"{count(max_batch_size, 'request')} a pass (batch_timeout {batch_timeout:g} s), bodies up to "
           f"{max_request_mb:g} MB", flush=True)
     print(f"  curl -s {url}/predict -H 'Content-Type: application/json' -d '{_example(predictor)}'", flush=True)
-    try:
-        server.run(host=host, port=port, log_level="warning", generate_client_file=False)
-    except KeyboardInterrupt:  # a signal before anything started (see _stop_on_signals)
-        pass
-    print("stopped", flush=True)
+    # the processes LitServe starts now (its manager, the workers) inherit an ignored Ctrl-C, so that a Ctrl-C to
+    # the terminal's process group while they import torch cannot end them with a traceback: this process stops
+    # them in order. Its own handler is back once they are started (_Server.verify_worker_status).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    server.run(host=host, port=port, log_level="warning", generate_client_file=False)
 
 
 def _check_settings(host: str, port: int, max_batch_size: int, batch_timeout: float, workers: int,
@@ -174,38 +183,69 @@ def _example(predictor: Predictor) -> str:
 
 
 class _Server(ls.LitServer):
-    """LitServer that says when the first worker is ready (LitServe 0.2 waits for it in ``verify_worker_status``
-    before it starts the HTTP server), and where a worker could not load the model, stops the others and says so
-    in one line."""
+    """LitServer that says when the first worker is ready, and stops waiting for one where a signal asks it to stop
+    or a worker ends or fails before it is ready (it then stops the others, and says so in one line).
+
+    LitServe 0.2 waits for its workers in ``verify_worker_status``, which loops until one reports ready or an
+    error: a worker that ended without a word (a Ctrl-C to the terminal's process group while it imports torch)
+    or a stop asked for meanwhile kept it waiting for ever. This is that wait, with those two ways out."""
+
+    stopping: threading.Event  # set by the signal handlers of _stop_on_signals
+    on_signal: Any  # their handler
 
     def verify_worker_status(self) -> None:
-        try:
-            super().verify_worker_status()
-        except RuntimeError:  # a worker's setup failed (LitServe logged why); the others would keep the exit waiting
-            for worker in self.inference_workers:
-                worker.terminate()
-            raise InputError("a worker could not load the model: its error is above") from None
+        signal.signal(signal.SIGINT, self.on_signal)  # the workers are started: Ctrl-C stops the server again
+        while True:
+            try:
+                states = list(self.workers_setup_status.values())
+            except (EOFError, OSError):  # the manager process has ended (a signal to the process group)
+                states = None
+            if states is not None and WorkerSetupStatus.READY in states:
+                break
+            failed = states is not None and WorkerSetupStatus.ERROR in states
+            ended = [w for w in self.inference_workers if not w.is_alive()]
+            if self.stopping.is_set() or failed or ended or states is None:
+                for worker in self.inference_workers:
+                    worker.terminate()
+                if self.stopping.is_set():
+                    raise KeyboardInterrupt
+                raise InputError("a worker could not load the model: its error is above" if failed else
+                                 "a worker ended before it loaded the model: its error, if any, is above")
+            time.sleep(0.05)
         print("ready (stop with Ctrl-C)", flush=True)
 
 
-def _stop_on_signals(server: ls.LitServer) -> None:
+def _stop_on_signals(server: _Server) -> None:
     """SIGTERM and Ctrl-C end ``server.run`` as its own shutdown event does: the HTTP server and the workers are
     stopped in order and the port freed (by default SIGTERM would end this process alone and leave them running).
+    Before the workers are ready, they end the wait for them (see :class:`_Server`); before anything started,
+    they end the command.
 
     The event is a multiprocessing manager's, and this thread's connection to the manager is busy with
     ``run``'s wait for it, so another thread sets it. The HTTP server is a fork of this process: it handles the
     signal itself and, done, raises it again into this handler, where it is ignored."""
     main = os.getpid()
+    server.stopping = threading.Event()
 
     def stop(signum: int, frame: Any) -> None:
         if os.getpid() != main:
             return
+        server.stopping.set()
         if server._shutdown_event is None:  # nothing started yet
             raise KeyboardInterrupt
-        threading.Thread(target=server._shutdown_event.set, daemon=True).start()
+        threading.Thread(target=_set, args=(server._shutdown_event,), daemon=True).start()
 
+    server.on_signal = stop
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
+
+
+def _set(event: Any) -> None:
+    """Set a manager's event; a manager that has ended (a signal to the whole process group) has nothing to set."""
+    try:
+        event.set()
+    except (EOFError, OSError):
+        pass
 
 
 # --- in each worker -----------------------------------------------------------------------------------------------

@@ -461,3 +461,23 @@ def test_a_signal_stops_the_server_cleanly(servers, name, signum, group):
     assert server.out.read_text().splitlines()[-1] == "stopped"
     with socket.socket() as probe:  # the port is free again
         probe.bind(("127.0.0.1", server.port))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_server_starts_stops_it(checkpoints, tmp_path, signum):
+    """Ctrl-C to the process group, or SIGTERM, while the workers are being started and import torch: the command
+    ends with status 0 and no traceback, and leaves no process behind."""
+    server = Server(checkpoints["linear"], folder=tmp_path)
+    deadline = time.monotonic() + READY_S
+    while "curl" not in server.out.read_text() and time.monotonic() < deadline:  # the workers are started next
+        time.sleep(0.05)
+    time.sleep(0.5)
+    under = descendants(server.process.pid)
+    status, seconds, _ = server.stop(signum, group=signum == signal.SIGINT)
+    assert status == 0 and seconds < STOP_S, (status, seconds, server.err.read_text())
+    deadline = time.monotonic() + 3
+    while [pid for pid in under if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not {pid: command(pid) for pid in under if alive(pid)}
+    assert "Traceback" not in server.err.read_text() + server.out.read_text()
+    assert server.out.read_text().splitlines()[-1] == "stopped"
