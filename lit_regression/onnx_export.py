@@ -9,7 +9,8 @@
 The ONNX graph does what ``lit_regression.load(ckpt).predict`` does to a row, with onnx's own operators:
 
 - one input per feature column, shape ``[rows, 1]``: float32 for a numeric column (an empty cell is NaN), text for a
-  categorical one (an empty cell is the empty string ``""``), float64 for a categorical one whose levels are
+  categorical one (an empty cell is the empty string ``""``, as ``predict`` reads a blank; a true/false level is
+  ``true``, ``True``, ``TRUE`` or ``1``, and ``false`` alike), float64 for a categorical one whose levels are
   numbers (a zip code, a rating: compared as numbers, as ``predict`` does; an empty cell is NaN);
 - the fitted imputation (``Where(IsNaN(x), fill, x)``; for text, ``Where(Equal(x, ""), fill, x)``);
 - the one-hot encoding (``Equal`` of the column against its levels: a level not seen in training is all zeros,
@@ -38,7 +39,7 @@ import torch
 from lit_regression.checkpointing import run_of, unused_path
 from lit_regression.errors import InputError
 from lit_regression.files import atomic
-from lit_regression.preprocessing import plain
+from lit_regression.preprocessing import TRUE_FALSE, plain
 
 OPSET = 21  # text Equal needs 19; onnxruntime 1.17 and later run 21
 FORMATS = ("onnx", "torch")
@@ -110,8 +111,19 @@ def _input_kind(levels: list | None) -> str:
 
 
 def _cell(value, kind: str):
-    """A level or fill value as the input of ``kind`` holds it."""
+    """A level or fill value as the input of ``kind`` holds it (a true/false level as ``true`` or ``false``)."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
     return str(plain(value)) if kind == "string" else float(value)
+
+
+def _spellings(level, kind: str) -> list:
+    """The values of an input that stand for ``level``: its own, and for a true/false level every way
+    ``predict`` reads one (``true``, ``True``, ``TRUE``, ``1``)."""
+    if isinstance(level, (bool, np.bool_)):
+        return [text for text, value in TRUE_FALSE.items() if value == bool(level)
+                for text in dict.fromkeys([text, text.capitalize(), text.upper()])]
+    return [_cell(level, kind)]
 
 
 ELEMENT = {"float32": 1, "float64": 11, "string": 8, "int64": 7}  # onnx.TensorProto's element types
@@ -231,11 +243,19 @@ def onnx_model(predictor):
             if levels is None:
                 parts.append(cells)
                 continue
-            kept = [_cell(level, kind) for level in levels[int(state.drop_first):]]
-            initializers.append(const(f"{name}/levels", kept, NUMPY[kind]))
-            nodes.append(helper.make_node("Equal", [cells, f"{name}/levels"], [f"{name}/hot"]))  # [rows, levels]
+            kept = [_spellings(level, kind) for level in levels[int(state.drop_first):]]
+            flat = [text for texts in kept for text in texts]
+            initializers.append(const(f"{name}/levels", flat, NUMPY[kind]))
+            nodes.append(helper.make_node("Equal", [cells, f"{name}/levels"], [f"{name}/hot"]))  # [rows, spellings]
             nodes.append(helper.make_node("Cast", [f"{name}/hot"], [f"{name}/onehot"], to=TensorProto.FLOAT))
-            parts.append(f"{name}/onehot")
+            if len(flat) > len(kept):  # several spellings of a level: their columns summed into the level's
+                spelled = np.zeros((len(flat), len(kept)), dtype=np.float32)
+                spelled[np.arange(len(flat)), np.repeat(np.arange(len(kept)), [len(t) for t in kept])] = 1
+                initializers.append(const(f"{name}/spelled", spelled))
+                nodes.append(helper.make_node("MatMul", [f"{name}/onehot", f"{name}/spelled"], [f"{name}/levelled"]))
+                parts.append(f"{name}/levelled")
+            else:
+                parts.append(f"{name}/onehot")
         nodes.append(helper.make_node("Concat", parts, [FEATURES], axis=1))
     pre = graph_model(nodes, inputs, [features], initializers, "preprocessing")
 

@@ -78,6 +78,21 @@ def _arrow(frame: Any):
     return pa.table(columns)
 
 
+def _blank_is_empty(table):
+    """``table`` with its empty text cells (``""``) as empty cells, as the CSV reader reads an empty field: a
+    blank is no level of a category, and no number."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for i, name in enumerate(table.column_names):
+        column = table.column(i)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            blank = pc.equal(column, "")
+            if pc.any(blank).as_py():
+                table = table.set_column(i, name, pc.if_else(blank, pa.scalar(None, column.type), column))
+    return table
+
+
 class Encoded(NamedTuple):
     """Rows as :meth:`Predictor.encode` gives them."""
 
@@ -172,7 +187,7 @@ class Predictor:
                              "a pyarrow Table or the path of a .csv/.tsv/.parquet file")
         if table.num_rows == 0:
             raise InputError("rows: no rows to predict")
-        return self._encoded(dm.predict_rows(dense(table), "rows", "rows"))
+        return self._encoded(dm.predict_rows(dense(_blank_is_empty(table)), "rows", "rows"))
 
     def _encoded(self, x: torch.Tensor) -> Encoded:
         """``x`` with the columns that the datamodule keeps of the rows it just encoded, taken now: the next rows

@@ -62,19 +62,36 @@ def fit_levels(values: np.ndarray) -> list:
     return [plain(v) for v in encoder.categories_[0]]
 
 
+TRUE_FALSE = {"true": True, "false": False, "1": True, "0": False}  # how a true/false level may be written
+
+
 def like_levels(values: np.ndarray, levels: list) -> np.ndarray:
     """A categorical column's cells as the same kind of values as its levels, where the table to predict has
     another (numbers in a column whose levels are text, or text where they are numbers): a number is the text it
-    is written as (``7``, not ``7.0``), a text cell the number it spells; what has no such form matches no level."""
+    is written as (``7``, not ``7.0``), a text cell the number it spells; true/false levels take ``true``,
+    ``True``, ``1`` and the like; what has no such form (a list, a mapping) matches no level."""
+    if levels and all(isinstance(v, bool) for v in levels):
+        return np.array([_true_false(v) for v in values], dtype=object)
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels)
     if numeric and values.dtype.kind != "f":
         import pandas as pd
 
-        cells = pd.Series(values, dtype=object).map(lambda v: None if isinstance(v, bool) else v)  # True is no 1
+        # True is no 1, and a list or a mapping no number
+        cells = pd.Series(values, dtype=object).map(lambda v: v if isinstance(v, (str, int, float, np.number))
+                                                    and not isinstance(v, (bool, np.bool_)) else None)
         return pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)  # NaN: no level
-    if not numeric and values.dtype.kind == "f":
-        return np.array([str(plain(v)) for v in values], dtype=object)
+    if not numeric and (values.dtype.kind == "f" or not all(isinstance(v, str) for v in values)):
+        return np.array([v if isinstance(v, str) else str(plain(v)) for v in values], dtype=object)
     return values
+
+
+def _true_false(value: Any) -> Any:
+    """A cell of a true/false column as a bool where it spells one, else as it is (no level)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.number)) and value in (0, 1):
+        return bool(value)
+    return TRUE_FALSE.get(value.strip().lower(), value) if isinstance(value, str) else str(value)
 
 
 def level_encoder(levels: list):
@@ -146,7 +163,7 @@ class Preprocessing:
         if not gaps.any():
             return values
         # a column with no value at all reads as numbers (NaN): a text level fills it as text
-        text = values.dtype.kind == "f" and isinstance(value, str)
+        text = values.dtype.kind == "f" and isinstance(value, (str, bool))
         values = values.astype(object) if text else values.copy()
         values[gaps] = value
         return values
@@ -363,7 +380,8 @@ def encode(state: Preprocessing, table: pa.Table | list[pa.Table], parts: dict[s
             view[cols] = encoded.T
             if mask.any():
                 at = np.flatnonzero(mask)
-                unseen[name][feature] = Unseen(len(at), list(dict.fromkeys(plain(v) for v in picked[at])),
+                shown = (plain(v) if isinstance(plain(v), (str, int, float, bool)) else str(v) for v in picked[at])
+                unseen[name][feature] = Unseen(len(at), list(dict.fromkeys(shown)),
                                                int(at[0] if rows is None else rows[at[0]]))
     inputs = {name: out[alias].T if column_major else out[alias] for name, alias in aliases.items()}
     return inputs, {name: unseen[alias] for name, alias in aliases.items()}

@@ -206,3 +206,30 @@ def test_torch_jit_trace_says_why_and_to_torchscript_traces(checkpoints):
     traced = model.to_torchscript()
     x = torch.randn(5, model.hparams.n_features) + torch.as_tensor(model.input_mean)
     torch.testing.assert_close(traced(x), model(x))
+
+
+def test_true_false_and_blank_cells_read_alike_in_the_file_and_in_predict(tmp_path):
+    """A true/false category: the file takes ``true``, ``True``, ``1`` (and ``""``, the empty cell, filled) and
+    gives what ``predict`` gives for the same spellings, for ``None`` and for a blank."""
+    rng = np.random.default_rng(5)
+    n = 120
+    frame = pd.DataFrame({"x": rng.normal(size=n), "vip": rng.choice(["true", "false"], n)})
+    frame.loc[:9, "vip"] = ""
+    frame["y"] = 2 * frame["x"] + np.where(frame["vip"] == "true", 5.0, 0.0) + rng.normal(0, 0.1, n)
+    frame.to_csv(tmp_path / "vip.csv", index=False)
+    run_cli("fit", "--model", "LinearRegression", "--data", "TableDataModule", "--data.path", tmp_path / "vip.csv",
+            "--data.target", "y", "--data.impute", "mean", "--trainer.max_epochs", "3", root=tmp_path / "runs")
+    checkpoint = versions(tmp_path / "runs")[0] / "checkpoints" / "last.ckpt"
+    path, description = exported(checkpoint, tmp_path)
+    vip = next(i for i in description["inputs"] if i["name"] == "vip")
+    assert vip["type"] == "string" and vip["categories"] == ["false", "true"]
+    predictor = lit_regression.load(checkpoint)
+    session = ort.InferenceSession(path)
+    spellings = ["true", "True", "TRUE", "1", "false", "False", "0", ""]
+    got = session.run(None, {"x": np.zeros((len(spellings), 1), np.float32),
+                             "vip": np.array(spellings, dtype=object).reshape(-1, 1)})[0]
+    given = [True, "True", "TRUE", 1, False, "False", 0.0, None]
+    want = [predictor.predict({"x": 0.0, "vip": [v]})["y"].iloc[0] for v in given]
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1.3e-6)
+    assert predictor.predict({"x": 0.0, "vip": [""]})["y"].iloc[0] == want[-1]  # a blank is an empty cell
+    assert got[0] != got[4]
