@@ -326,7 +326,7 @@ def export(ckpt_path: str, format: Literal["onnx", "torch"] = "onnx", output: st
     elif os.path.isdir(output) or output.endswith(os.sep):
         raise InputError(f"output={output!r} is a folder: expected the path of the file to write")
     elif os.path.splitext(output)[1] != SUFFIX[format]:
-        raise InputError(f"output={output!r}: a {format} file ends in {SUFFIX[format]}")
+        raise InputError(f"output={output!r} is invalid: --format {format} writes a {SUFFIX[format]} file")
     description = describe(predictor, format, checkpoint)
     if format == "onnx":
         data = onnx_model(predictor).SerializeToString()

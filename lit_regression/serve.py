@@ -85,7 +85,8 @@ def serve(ckpt_path: str, host: str = "127.0.0.1", port: int = 8000, onnx: bool 
 
     Args:
         ckpt_path: the checkpoint: its file, or ``last`` (the newest ``last.ckpt`` under ``root``) or ``best``.
-        host: the address to listen on: ``127.0.0.1`` (this machine only), ``0.0.0.0`` or ``::`` (every network).
+        host: the address to listen on: ``127.0.0.1`` or ``localhost`` (this machine only), ``0.0.0.0`` or ``::``
+            (every network).
         port: the TCP port, 1024 to 65535.
         onnx: run the model's numeric part in onnxruntime instead of torch (the preprocessing stays the same).
         max_batch_size: the most requests that go through the model in one pass.
@@ -97,6 +98,7 @@ def serve(ckpt_path: str, host: str = "127.0.0.1", port: int = 8000, onnx: bool 
         max_request_mb: the largest request body, in MB (10**6 bytes); a larger one gets 413.
         root: the folder where ``last`` and ``best`` are looked for.
     """
+    host = "127.0.0.1" if host == "localhost" else host  # LitServe takes the address, not the name
     _check_settings(host, port, max_batch_size, batch_timeout, workers, max_request_mb)
     try:
         _serve(ckpt_path, host, port, onnx, max_batch_size, batch_timeout, workers, max_request_mb, root)
@@ -134,7 +136,8 @@ def _serve(ckpt_path: str, host: str, port: int, onnx: bool, max_batch_size: int
 def _check_settings(host: str, port: int, max_batch_size: int, batch_timeout: float, workers: int,
                     max_request_mb: float) -> None:
     if host not in HOSTS:
-        raise InputError(f"host={host!r} is invalid: expected one of {', '.join(HOSTS)}")
+        raise InputError(f"host={host!r} is invalid: expected one of {', '.join(HOSTS)} or localhost (LitServe "
+                         "listens on these)")
     if not 1024 <= port <= 65535:
         raise InputError(f"port={port!r} is invalid: expected 1024 to 65535")
     if max_batch_size < 1:

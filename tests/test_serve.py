@@ -426,7 +426,7 @@ def test_refusals_before_serving(checkpoints, capsys, tmp_path):
     line = one_line_error(capsys, "--ckpt_path", tmp_path / "nothing.ckpt")
     assert "nothing.ckpt" in line
     for setting, value in (("max_batch_size", "0"), ("workers", "0"), ("batch_timeout", "-1"),
-                           ("max_request_mb", "0"), ("port", "80"), ("host", "localhost")):
+                           ("max_request_mb", "0"), ("port", "80"), ("host", "10.0.0.1")):
         line = one_line_error(capsys, "--ckpt_path", checkpoints["linear"], f"--{setting}", value)
         assert f"{setting}=" in line, line
 
