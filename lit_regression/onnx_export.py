@@ -39,7 +39,7 @@ import torch
 from lit_regression.checkpointing import run_of, unused_path
 from lit_regression.errors import InputError
 from lit_regression.files import atomic
-from lit_regression.preprocessing import TRUE_FALSE, plain
+from lit_regression.preprocessing import TRUE_FALSE, are_numbers, plain
 
 OPSET = 21  # text Equal needs 19; onnxruntime 1.17 and later run 21
 FORMATS = ("onnx", "torch")
@@ -97,17 +97,12 @@ def numeric_onnx(model: torch.nn.Module):
 
 
 # --- the inputs' types -----------------------------------------------------------------------------------------
-def _numbers(values: list) -> bool:
-    return all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-               for v in values)
-
-
 def _input_kind(levels: list | None) -> str:
     """A numeric column's input is float32; a categorical one's is text, or float64 where its levels are numbers
     (compared as numbers, as ``predict`` compares them: ``75001`` and ``75001.0`` are one level)."""
     if levels is None:
         return "float32"
-    return "float64" if _numbers(levels) else "string"
+    return "float64" if are_numbers(levels) else "string"
 
 
 def _cell(value, kind: str):
@@ -135,22 +130,16 @@ def _classes(datamodule) -> list | None:
     return None if datamodule is None else getattr(datamodule, "classes", None)
 
 
-def _targets(model, datamodule) -> list[str]:
-    names = [str(t) for t in getattr(datamodule, "target_names", None) or []]
-    return names or [f"output_{i}" for i in range(int(model.hparams.n_outputs))]
-
-
 def output_names(model, datamodule) -> list[str]:
-    """The columns of ``predictions.csv`` that hold predictions, in order (see ``callbacks.predictions.table``)."""
-    classes, targets = _classes(datamodule), _targets(model, datamodule)
-    if classes is None:
-        return targets
-    return [targets[0], *(f"prob_{label}" for label in classes)]
+    """The columns of ``predictions.csv`` that hold predictions, in order."""
+    from lit_regression.callbacks.predictions import prediction_names
+
+    return [str(name) for name in prediction_names(datamodule, int(model.hparams.n_outputs))]
 
 
 def _label_kind(classes: list) -> str:
     """The type of the label output: the classes' own (whole numbers, numbers or text)."""
-    if _numbers(classes):
+    if are_numbers(classes):
         return "int64" if all(float(c).is_integer() for c in classes) else "float64"
     return "string"
 
@@ -185,16 +174,17 @@ def describe(predictor, format: str, checkpoint: str) -> dict[str, Any]:
             fill = state.fill.get(feature)
             entry["fill"] = None if fill is None else _cell(fill, kind)
             inputs.append(entry)
-    classes = _classes(dm)
-    kinds = ["float32"] * len(output_names(model, dm))
+    classes, names = _classes(dm), output_names(model, dm)
+    kinds = ["float32"] * len(names)
     if classes is not None:
         kinds[0] = _label_kind(classes)
-    outputs = [{"name": n, "type": t, "shape": ["rows"]} for n, t in zip(output_names(model, dm), kinds)]
+    outputs = [{"name": n, "type": t, "shape": ["rows"]} for n, t in zip(names, kinds)]
     if format == "torch":
         outputs = [{"name": "outputs", "type": "float32", "shape": ["rows", len(kinds) - (classes is not None)],
-                    "columns": output_names(model, dm)[classes is not None:]}]
+                    "columns": names[classes is not None:]}]
+    targets = names if classes is None else names[:1]
     return {"format": format, "model": type(model).__name__, "task": getattr(model, "task", "regression"),
-            "target": _targets(model, dm), "classes": None if classes is None else [plain(c) for c in classes],
+            "target": targets, "classes": None if classes is None else [plain(c) for c in classes],
             "drop_first": bool(state.drop_first) if state is not None else False, "inputs": inputs,
             "outputs": outputs, "checkpoint": os.path.abspath(checkpoint), "versions": versions}
 

@@ -65,6 +65,12 @@ def fit_levels(values: np.ndarray) -> list:
 TRUE_FALSE = {"true": True, "false": False, "1": True, "0": False}  # how a true/false level may be written
 
 
+def are_numbers(values: list) -> bool:
+    """Whether every value is a number (true/false is not): levels compared as numbers, classes of a number type."""
+    return all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+               for v in values)
+
+
 def like_levels(values: np.ndarray, levels: list) -> np.ndarray:
     """A categorical column's cells as the same kind of values as its levels, where the table to predict has
     another (numbers in a column whose levels are text, or text where they are numbers): a number is the text it
@@ -72,7 +78,7 @@ def like_levels(values: np.ndarray, levels: list) -> np.ndarray:
     ``True``, ``1`` and the like; what has no such form (a list, a mapping) matches no level."""
     if levels and all(isinstance(v, bool) for v in levels):
         return np.array([_true_false(v) for v in values], dtype=object)
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels)
+    numeric = are_numbers(levels)
     if numeric and values.dtype.kind != "f":
         import pandas as pd
 
@@ -99,7 +105,7 @@ def level_encoder(levels: list):
     zeros), fitted once: fitting costs as much as encoding a block of a few rows."""
     from sklearn.preprocessing import OneHotEncoder
 
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels)
+    numeric = are_numbers(levels)
     known = np.asarray(levels, dtype=np.float64 if numeric else object).reshape(-1, 1)
     encoder = OneHotEncoder(categories=[known[:, 0]], handle_unknown="ignore", sparse_output=False, dtype=np.float32)
     return encoder.fit(known)

@@ -141,15 +141,22 @@ def table(datamodule, rows: torch.Tensor, outputs: torch.Tensor, given=None):
         aligned = given is not None or (in_order and len(values) == len(rows))
         columns[name] = values if aligned else values.take(rows)
     classes = getattr(datamodule, "classes", None)
-    targets = list(getattr(datamodule, "target_names", [])) or [f"output_{i}" for i in range(outputs.shape[1])]
+    names = prediction_names(datamodule, outputs.shape[1])
     if classes is not None:
-        columns[targets[0]] = pa.array(list(classes)).take(outputs.argmax(dim=1).numpy())
-        for i, label in enumerate(classes):
-            columns[f"prob_{label}"] = outputs[:, i].numpy()
-    else:
-        for i, name in enumerate(targets):  # the model's outputs are in the targets' units
-            columns[name] = outputs[:, i].numpy()
+        columns[names.pop(0)] = pa.array(list(classes)).take(outputs.argmax(dim=1).numpy())
+    for i, name in enumerate(names):  # the targets in their units, or a probability per class
+        columns[name] = outputs[:, i].numpy()
     return pa.table(columns)
+
+
+def prediction_names(datamodule, width: int) -> list:
+    """The columns of the predictions, for ``width`` outputs of the model: each target (``output_<i>`` where the
+    datamodule names none), or for classes the label's column (the target's) and ``prob_<label>`` per class."""
+    classes = getattr(datamodule, "classes", None)
+    targets = list(getattr(datamodule, "target_names", None) or []) or [f"output_{i}" for i in range(width)]
+    if classes is None:
+        return targets
+    return [targets[0], *(f"prob_{label}" for label in classes)]
 
 
 class PartWriter:
