@@ -459,8 +459,9 @@ def test_a_signal_stops_the_server_cleanly(servers, name, signum, group):
     errors = server.err.read_text()
     assert "Traceback" not in errors and " - ERROR - " not in errors and " - WARNING - " not in errors, errors
     assert server.out.read_text().splitlines()[-1] == "stopped"
-    with socket.socket() as probe:  # the port is free again
-        probe.bind(("127.0.0.1", server.port))
+    with socket.socket() as probe:  # the port is free again for a new server, which binds as uvicorn does:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections the server closed linger in
+        probe.bind(("127.0.0.1", server.port))  # TIME_WAIT for a minute; only a listening socket refuses this
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
