@@ -3,9 +3,12 @@
 __version__ = "0.1.0"
 
 
-def load(path):
-    """The model of a checkpoint with its table's preprocessing: ``lit_regression.load(ckpt).predict(rows)``
-    (see :mod:`lit_regression.predictor`). Imported on first use, so ``import lit_regression`` stays light."""
-    from lit_regression.predictor import load as _load
+def __getattr__(name: str):
+    """``lit_regression.load``, the model of a checkpoint with its table's preprocessing
+    (``lit_regression.load(ckpt).predict(rows)``, :func:`lit_regression.predictor.load`): imported on first use,
+    so that ``import lit_regression`` stays light."""
+    if name == "load":
+        from lit_regression.predictor import load
 
-    return _load(path)
+        return load
+    raise AttributeError(f"module 'lit_regression' has no attribute {name!r}")

@@ -31,6 +31,12 @@ def missing(cells: np.ndarray) -> np.ndarray:
     return pd.isna(cells)
 
 
+def place_name(name: str, path: str) -> str:
+    """How messages call a table: ``data.path='t.csv'``; rows handed over in Python (``path == name``) are named
+    alone, ``rows``."""
+    return name if path == name else f"{name}={path!r}"
+
+
 @dataclass(frozen=True)
 class Place:
     """Rows read from ``path``, the value of the argument ``name`` (``data.path``); ``where(i)`` names row ``i`` of
@@ -41,8 +47,8 @@ class Place:
     path: str
     where: Callable[[int], str]
 
-    def __str__(self) -> str:  # rows handed over in Python are named alone
-        return self.name if self.path == self.name else f"{self.name}={self.path!r}"
+    def __str__(self) -> str:
+        return place_name(self.name, self.path)
 
 
 def numbers(table: pa.Table, column: str, place: Place, what: str = "feature") -> np.ndarray:

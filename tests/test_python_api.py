@@ -125,6 +125,11 @@ def test_load_predict_takes_a_dataframe_a_dict_or_a_path(trained, people):
     assert predictor.predict(row)["spend"].tolist() == pytest.approx(from_path["spend"].tolist()[:1], rel=1e-5)
     with pytest.raises(InputError, match="'city'"):
         predictor.predict({"Customer ID": ["x"], "age": [30.0], "income (EUR)": [1.0]})
+    with pytest.raises(InputError, match=r"^rows has no id column 'Customer ID' \(data.id_column, .*\): add it to every "
+                                         r"row$"):  # the model's id column: no --data option changes it here
+        predictor.predict({"age": [30.0], "city": ["Paris"], "income (EUR)": [1.0]})
+    # as --ckpt_path takes it: the newest last.ckpt under root
+    assert lit_regression.load("last", root=trained.parents[1]).checkpoint == str(ckpt)
 
 
 def test_a_category_column_without_any_value_is_filled_as_text(trained):

@@ -267,6 +267,8 @@ def test_bad_requests_get_one_line_and_the_server_goes_on(servers, predictors):
         (b'"rows"', 400, "a JSON string"),
         (b"[1, 2]", 400, "row 0 is a JSON number"),
         (json.dumps({k: v for k, v in good.items() if k != "colour"}), 422, "'colour'"),
+        (json.dumps({k: v for k, v in good.items() if k != "order id"}), 422,
+         "rows has no id column 'order id' (data.id_column, written beside each prediction): add it to every row"),
         (json.dumps({**good, "Größe (cm)": [170, "tall", 160]}), 422,
          "'Größe (cm)' has a non-numeric value 'tall'"),
         (json.dumps({**good, "weight": [70, 80]}), 422, "do not make a table"),

@@ -464,8 +464,10 @@ class TableDataModule(TensorDataModule):
         needed = list(self.input_columns) + ([h.id_column] if h.id_column is not None else [])
         source.require(list(self.input_columns), "feature")
         if h.id_column is not None and h.id_column not in source.column_names:
+            fix = ("add it to every row" if source.in_python  # the model's own id column: no option changes it here
+                   else "add it, or give --data.id_column null to write the features instead")
             raise InputError(f"{source.place} has no id column {h.id_column!r} (data.id_column, written beside each "
-                             "prediction): add it, or give --data.id_column null to write the features instead")
+                             f"prediction): {fix}")
         extra = [c for c in source.column_names if c not in needed and c not in self._targets]
         if extra:
             say(f"{source.place}: ignoring the column{'s' * (len(extra) > 1)} {listing(extra)}, which the model does "

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lit_regression.cells import Place
+from lit_regression.cells import Place, place_name
 from lit_regression.errors import InputError
 from lit_regression.tables import listing
 
@@ -74,8 +74,13 @@ class TableSource:
         self.held: dict[str, tuple] = {}  # the tensors of each split held in memory, once decoded (streamed: none)
 
     @property
-    def place(self) -> str:  # rows handed over in Python (path == name) are named alone, as cells.Place names them
-        return self.name if self.path == self.name else f"{self.name}={self.path!r}"
+    def place(self) -> str:
+        return place_name(self.name, self.path)
+
+    @property
+    def in_python(self) -> bool:
+        """Rows handed over in Python (``predict(rows)``, the server's requests), not a file."""
+        return self.path == self.name
 
     def resolved(self, split: str) -> str:
         """``test`` without rows of its own runs on the validation rows."""
