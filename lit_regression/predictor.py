@@ -22,7 +22,7 @@ checks, imputation and encoding), ``outputs(x)`` (the model) and ``table(encoded
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -36,9 +36,33 @@ from lit_regression.export import lit_class
 
 def _column(values: Any) -> Any:
     """A dict's value as a column: a sequence or array as it is, a single value (one row) as a list of one."""
+    if isinstance(values, Iterator):  # a generator: np.ndim would take it for a single value
+        return list(values)
     if isinstance(values, (str, bytes)) or np.ndim(values) == 0:
         return [values]
     return values if hasattr(values, "__array__") else list(values)
+
+
+def _frame(columns: Mapping):
+    """A dict of columns as a DataFrame, or one line naming the column that does not fit."""
+    import pandas as pd
+
+    cells = {}
+    for name, values in columns.items():
+        try:
+            cells[str(name)] = _column(values)
+        except (TypeError, ValueError):  # np.ndim of lists of uneven lengths, len() of an iterator
+            raise InputError(f"rows: column {str(name)!r} is not a list of cells") from None
+    first = {}  # a column of each length
+    for name, values in cells.items():
+        first.setdefault(len(values), name)
+    if len(first) > 1:
+        raise InputError("rows: the columns differ in length (" + ", ".join(
+            f"{name!r} has {count(n, 'value')}" for n, name in first.items()) + "); give each column one value per row")
+    try:
+        return pd.DataFrame(cells)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"rows: the columns do not make a table ({err})") from None
 
 
 def columns_of(records: list[Mapping]) -> dict[str, list]:
@@ -172,12 +196,7 @@ class Predictor:
         if isinstance(rows, list) and rows and all(isinstance(r, Mapping) for r in rows):
             rows = columns_of(rows)
         if isinstance(rows, Mapping):
-            import pandas as pd
-
-            try:
-                rows = pd.DataFrame({str(k): _column(v) for k, v in rows.items()})
-            except (TypeError, ValueError) as err:
-                raise InputError(f"rows: the columns do not make a table ({err})") from None
+            rows = _frame(rows)
         if isinstance(rows, pa.Table):
             table = rows
         elif hasattr(rows, "columns") and hasattr(rows, "to_numpy"):  # a pandas DataFrame

@@ -128,6 +128,12 @@ def test_load_predict_takes_a_dataframe_a_dict_or_a_path(trained, people):
     with pytest.raises(InputError, match=r"^rows has no id column 'Customer ID' \(data.id_column, .*\): add it to every "
                                          r"row$"):  # the model's id column: no --data option changes it here
         predictor.predict({"age": [30.0], "city": ["Paris"], "income (EUR)": [1.0]})
+    uneven = {"Customer ID": ["a", "b"], "age": [[30.0, 1.0], [40.0]], "city": "Paris", "income (EUR)": (1.0, 2.0)}
+    with pytest.raises(InputError, match=r"^rows: column 'age' is not a list of cells$"):
+        predictor.predict(uneven)
+    with pytest.raises(InputError, match=r"^rows: the columns differ in length \('Customer ID' has 2 values, 'city' "
+                                         r"has 1 value\); give each column one value per row$"):
+        predictor.predict({**uneven, "age": (a for a in (30.0, 40.0))})  # a generator is a column too
     # as --ckpt_path takes it: the newest last.ckpt under root
     assert lit_regression.load("last", root=trained.parents[1]).checkpoint == str(ckpt)
 

@@ -271,7 +271,8 @@ def test_bad_requests_get_one_line_and_the_server_goes_on(servers, predictors):
          "rows has no id column 'order id' (data.id_column, written beside each prediction): add it to every row"),
         (json.dumps({**good, "Größe (cm)": [170, "tall", 160]}), 422,
          "'Größe (cm)' has a non-numeric value 'tall'"),
-        (json.dumps({**good, "weight": [70, 80]}), 422, "do not make a table"),
+        (json.dumps({**good, "weight": [70, 80]}), 422,
+         "the columns differ in length ('order id' has 3 values, 'weight' has 2); give each column one value per row"),
     ]
     for body, status, says in cases:
         answer = server.post(body, headers={"Content-Type": "application/json"})
