@@ -246,7 +246,9 @@ class ColumnStats:
         return np.where(std < 10 * np.finfo(np.float64).eps, 1.0, std)
 
 
-IMPUTE_HINT = "fill it in, drop that row, or use --data.impute mean"
+IMPUTE_HINT = "fill it in, drop that row, or use --data.impute mean"  # the training rows, while fitting
+# rows encoded with a fitted preprocessing (validation, test, predict): --data.impute no longer changes it
+FITTED_HINT = "fill it in or drop that row: the model fills no gaps (one fitted with --data.impute mean does)"
 NOT_IMPUTED_HINT = "fill it in or drop that row (this column is not imputed)"
 
 
@@ -358,7 +360,7 @@ def encode(state: Preprocessing, table: pa.Table | list[pa.Table], parts: dict[s
         table, consume = table.pop(), True
     else:
         consume = False
-    hint = IMPUTE_HINT if not state.fill else NOT_IMPUTED_HINT
+    hint = FITTED_HINT if not state.fill else NOT_IMPUTED_HINT
     aliases = {name: next(n for n, r in parts.items() if r is rows) for name, rows in parts.items()}
     parts = {name: rows for name, rows in parts.items() if aliases[name] == name}
     width = len(state.names)

@@ -101,6 +101,18 @@ def test_a_value_beyond_float32_in_a_predicted_table_is_named(checkpoint, tmp_pa
     assert not list((tmp_path / "runs").rglob("predictions.csv"))
 
 
+def test_an_empty_cell_in_a_predicted_table_says_the_model_fills_no_gaps(checkpoint, tmp_path):
+    """The preprocessing is the checkpoint's: the fix is in the table, or in a model fitted with imputation."""
+    frame = insurance(10, seed=1).drop(columns="charges")
+    frame.loc[2, "bmi"] = np.nan
+    frame.to_csv(tmp_path / "new.csv", index=False)
+    code, printed = run("predict", "--ckpt_path", checkpoint, "--data.predict_path", tmp_path / "new.csv",
+                        root=tmp_path / "runs")
+    assert code == 2 and error_line(printed).endswith(
+        "feature column 'bmi' has an empty (or NaN) cell at data row 3 (line 4 of the file); fill it in or drop that "
+        "row: the model fills no gaps (one fitted with --data.impute mean does)"), printed
+
+
 @pytest.mark.parametrize("how", ["csv int64", "parquet int64", "parquet uint64"])
 def test_integers_beyond_2_53_are_an_ignored_identifier_or_a_rounded_feature(tmp_path, how):
     frame = insurance()
