@@ -218,7 +218,7 @@ def test_predicted_values_of_another_kind(checkpoint, tmp_path):
     frame["region"] = pd.Series(["north", 1, 2.5, "south", "west", "east", "north", 3, "south", "east"], dtype=object)
     assert np.isfinite(predictor.predict(frame)["charges"]).all()
     frame["bmi"] = pd.Series([31.2, "25.5", 30, "abc", 28, 27, 26, 25, 24, 23], dtype=object)
-    with pytest.raises(InputError, match="feature column 'bmi' has a non-numeric value 'abc' at data row 4"):
+    with pytest.raises(InputError, match="feature column 'bmi' has a non-numeric value 'abc' at row 3;"):
         predictor.predict(frame)
     frame["bmi"] = pd.Series(["30"] * 2 + ["thirty"] + ["30"] * 7, dtype=object)
     frame["region"] = "north"

@@ -64,6 +64,8 @@ class MemorySource(TableSource):
         return self.table()
 
     def _place(self) -> Place:
+        if self.in_python:  # counted from 0, as the `row` column of the predictions counts them
+            return Place(self.name, self.path, lambda i: f"row {i}")
         path, sep = self.path, delimiter(self.path, self.text.sep)
         return Place(self.name, path, lambda i: where_row(path, i, sep))
 
