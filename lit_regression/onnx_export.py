@@ -36,9 +36,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from lit_regression import __version__
 from lit_regression.checkpointing import run_of, unused_path
 from lit_regression.errors import InputError
 from lit_regression.files import atomic
+from lit_regression.predictor import load, outputs_of
 from lit_regression.preprocessing import TRUE_FALSE, are_numbers, plain
 
 OPSET = 21  # text Equal needs 19; onnxruntime 1.17 and later run 21
@@ -55,8 +57,8 @@ class Outputs(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # float32 in and out, whatever the model's precision
-        return self.model.predict_outputs(self.model(x.to(self.model.dtype))).float()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return outputs_of(self.model, x)
 
 
 def _example(model) -> torch.Tensor:
@@ -149,11 +151,9 @@ def describe(predictor, format: str, checkpoint: str) -> dict[str, Any]:
     classes and the versions that made it."""
     import lightning
 
-    import lit_regression
-
     model, dm = predictor.model, predictor.datamodule
     state = dm.fit_preprocessing() if hasattr(dm, "fit_preprocessing") else None
-    versions = {"lit_regression": lit_regression.__version__, "torch": torch.__version__,
+    versions = {"lit_regression": __version__, "torch": torch.__version__,
                 "lightning": lightning.__version__}
     if format == "onnx":
         import onnx
@@ -271,15 +271,9 @@ def onnx_model(predictor):
     whole = compose.merge_models(pre, numeric, io_map=[(FEATURES, FEATURES)])
     whole = compose.merge_models(whole, post, io_map=[(OUTPUTS, OUTPUTS)])
     whole.graph.name = f"lit_regression {type(model).__name__}"
-    whole.producer_name, whole.producer_version = "lit_regression", _version()
+    whole.producer_name, whole.producer_version = "lit_regression", __version__
     onnx.checker.check_model(whole, full_check=True)
     return whole
-
-
-def _version() -> str:
-    import lit_regression
-
-    return lit_regression.__version__
 
 
 # --- the command ----------------------------------------------------------------------------------------------------
@@ -305,8 +299,6 @@ def export(ckpt_path: str, format: Literal["onnx", "torch"] = "onnx", output: st
             replacing one.
         root: where ``last`` and ``best`` are looked for.
     """
-    from lit_regression.predictor import load
-
     if format not in FORMATS:
         raise InputError(f"format={format!r} is unknown: expected one of {list(FORMATS)}")
     predictor = load(ckpt_path, root)

@@ -43,6 +43,13 @@ def _column(values: Any) -> Any:
     return values if hasattr(values, "__array__") else list(values)
 
 
+def outputs_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What ``predict`` returns for encoded inputs ``x`` (float32, the columns in their own units): the targets in
+    their units, or class probabilities; float32 in and out whatever the model's precision. The exported ONNX and
+    torch.export programs are this function."""
+    return model.predict_outputs(model(x.to(model.dtype))).float()
+
+
 def _frame(columns: Mapping):
     """A dict of columns as a DataFrame, or one line naming the column that does not fit."""
     import pandas as pd
@@ -223,7 +230,7 @@ class Predictor:
         """The second step of :meth:`predict`: the model's outputs (float32) for encoded inputs ``x``, in the
         target's units or as class probabilities."""
         with torch.no_grad():
-            return self.model.predict_outputs(self.model(x.to(self.model.dtype))).float()
+            return outputs_of(self.model, x)
 
     def table(self, encoded: Encoded, outputs: torch.Tensor):
         """The last step of :meth:`predict`: the predictions of ``encoded``'s rows as a pyarrow Table with the

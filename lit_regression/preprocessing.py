@@ -388,7 +388,7 @@ def encode(state: Preprocessing, table: pa.Table | list[pa.Table], parts: dict[s
             view[cols] = encoded.T
             if mask.any():
                 at = np.flatnonzero(mask)
-                shown = (plain(v) if isinstance(plain(v), (str, int, float, bool)) else str(v) for v in picked[at])
+                shown = (p if isinstance(p := plain(v), (str, int, float, bool)) else str(v) for v in picked[at])
                 unseen[name][feature] = Unseen(len(at), list(dict.fromkeys(shown)),
                                                int(at[0] if rows is None else rows[at[0]]))
     inputs = {name: out[alias].T if column_major else out[alias] for name, alias in aliases.items()}

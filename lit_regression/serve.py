@@ -321,6 +321,8 @@ class RegressionAPI(ls.LitAPI):
             options.intra_op_num_threads = threads
             self.session = onnxruntime.InferenceSession(self.numeric_onnx, options,
                                                         providers=["CPUExecutionProvider"])
+            numeric = self.session.get_inputs()[0]  # onnx_export.numeric_onnx's one input
+            self.onnx_input = (numeric.name, "float64" if numeric.type == "tensor(double)" else "float32")
 
     def decode_request(self, request):  # unannotated: LitServe reads the annotation as the body's type
         """The request's rows (``Pending``), or why they are refused (a ``Refusal``, never raised: see the
@@ -383,8 +385,8 @@ class RegressionAPI(ls.LitAPI):
     def _outputs(self, x: torch.Tensor) -> torch.Tensor:
         if self.session is None:
             return self.predictor.outputs(x)
-        dtype = "float64" if self.session.get_inputs()[0].type == "tensor(double)" else "float32"
-        return torch.from_numpy(self.session.run(None, {"features": x.numpy().astype(dtype)})[0]).float()
+        name, dtype = self.onnx_input
+        return torch.from_numpy(self.session.run(None, {name: x.numpy().astype(dtype)})[0]).float()
 
     def encode_response(self, output):  # unannotated, as decode_request
         """The JSON answer as a finished starlette ``Response``: its status is the request's own, and the worker,
