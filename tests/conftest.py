@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 from pathlib import Path
 
@@ -15,6 +16,21 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
 _quiet()
+
+
+HANDED_OUT: set[int] = set()  # ports given to this test process's servers (TensorBoard, serve)
+
+
+def free_port() -> int:
+    """A port nothing listens on, and not one given to another server here: bind(0) can hand the same closed port
+    out twice while the first server is still importing torch."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port not in HANDED_OUT:
+            HANDED_OUT.add(port)
+            return port
 
 
 def run_cli(*args: str, root: Path) -> LitRegressionCLI:

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import fit_config, run_cli, versions
 import lit_regression
 from lit_regression.cli import main
 from lit_regression.errors import heard
-from tests.conftest import fit_config, run_cli, versions
 
 pytestmark = pytest.mark.xdist_group("export")
 

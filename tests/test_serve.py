@@ -23,9 +23,9 @@ import pytest
 import requests
 import torch
 
+from conftest import fit_config, free_port, run_cli, versions
 import lit_regression
 from lit_regression.cli import main
-from tests.conftest import fit_config, run_cli, versions
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serve")]
 
@@ -67,21 +67,6 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
                 "--trainer.max_epochs", "5", "--trainer.enable_model_summary", "false", root=folder / kind)
         found[kind] = versions(folder / kind)[0] / "checkpoints" / "last.ckpt"
     return found
-
-
-HANDED_OUT: set[int] = set()  # ports given to this test process's servers
-
-
-def free_port() -> int:
-    """A port nothing listens on, and not one given to another server here: bind(0) can hand the same closed port
-    out twice while the first server is still importing torch."""
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port not in HANDED_OUT:
-            HANDED_OUT.add(port)
-            return port
 
 
 def descendants(pid: int) -> list[int]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,11 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
-from conftest import fit_config, run_cli, runs as run_folders
+from conftest import fit_config, free_port, run_cli, runs as run_folders
 from lit_regression.callbacks import ParameterReport
 
 EPOCHS = 15
 TENSORBOARD = Path(sys.executable).with_name("tensorboard")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
